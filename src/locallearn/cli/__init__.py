@@ -1,0 +1,35 @@
+"""`locallearn` command line: train | eval | list (and the measurement commands registered in COMMANDS).
+
+User errors (LocalLearnError) print one line on stderr and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import LocalLearnError
+from . import evaluate, listing, train
+
+# name -> module with `add_parser(subparsers)` and `run(args) -> int`
+COMMANDS = {"train": train, "eval": evaluate, "list": listing}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="locallearn", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in COMMANDS.values():
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command].run(args)
+    except LocalLearnError as e:
+        print(f"locallearn: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("locallearn: interrupted; the last epoch's checkpoint is kept (resume with --resume)", file=sys.stderr)
+        return 130

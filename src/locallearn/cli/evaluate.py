@@ -1,0 +1,39 @@
+"""`locallearn eval`: test accuracy (final and per stage) of a trained run directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a trained run on its test set")
+    p.add_argument("run_dir", help="a run directory written by `locallearn train` (holds last.pt)")
+    p.add_argument("--data-dir", default=None, help="override the dataset folder saved with the run")
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import config_from_dict
+    from ..engine.checkpoint import load_checkpoint
+    from ..engine.local import evaluate
+    from ..engine.trainer import CHECKPOINT, build_run, resolve_amp
+
+    ckpt = load_checkpoint(Path(args.run_dir) / CHECKPOINT)
+    cfg = config_from_dict(ckpt["config"])
+    if args.data_dir:
+        cfg.data_dir = args.data_dir
+    if args.device:
+        cfg.device = args.device
+    run_ = build_run(cfg)
+    run_.learner.load_state_dict(ckpt["learner"])
+    acc, stage_acc, loss = evaluate(run_.learner, run_.test_loader, resolve_amp(cfg.amp, run_.device))
+    result = {"test_acc": acc, "stage_acc": stage_acc, "test_loss": loss, "epoch": ckpt["epoch"] + 1}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        stages = " ".join("-" if a is None else f"{a:.4f}" for a in stage_acc)
+        print(f"test_acc {acc:.4f}  stage_acc [{stages}]  test_loss {loss:.4f}  (epoch {result['epoch']})")
+    return 0

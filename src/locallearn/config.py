@@ -1,0 +1,160 @@
+"""Run configuration: typed dataclasses are the source of truth; YAML recipes and CLI flags fill them.
+
+Precedence: dataclass defaults < recipe file (`--config`) < explicit flags < `--set key=value` overrides.
+An unknown key anywhere is a `ConfigError` that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+from .methods.options import MethodOptions
+
+# Keys a recipe may carry for humans; they do not change the run.
+META_KEYS = ("reproduces", "notes", "paper")
+
+
+@dataclass
+class RunConfig:
+    arch: str = "resnet32"
+    """Registered backbone name, or `package.module:callable` returning an nn.Sequential / Backbone."""
+    method: str = "infopro"
+    """objective[:variant][+mechanism[:arg]]...: e2e, greedy, dgl, infopro[:contrast|:softmax] (+ mechanisms)."""
+    K: int = 4
+    """Number of gradient-isolated stages (forced to 1 for e2e)."""
+    split: Any = None
+    """table | balanced-memory | stem-merged | even | even-memory | [[stage, block], ...] | units:i,j."""
+    dataset: str = "cifar10-sample"
+    """cifar10, cifar100, svhn, stl10 or cifar10-sample (bundled)."""
+    data_dir: str | None = None
+    """Folder holding the dataset's files as distributed (archive or extracted)."""
+    download: bool = False
+    """Download the dataset into data_dir when it is missing (needs a network)."""
+    train_limit: int | None = None
+    """Use only the first N training images."""
+    test_limit: int | None = None
+    """Use only the first N test images."""
+    epochs: int = 160
+    batch_size: int = 1024
+    lr: float = 0.8
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    schedule: str = "cos"
+    """cos (cosine with the papers' 10-epoch blend from 0.01), step (x0.1 at milestones) or const."""
+    warmup_epochs: int = 10
+    """Length of the linear blend into the cosine curve (the papers use 10)."""
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    """Fractions of `epochs` where the step schedule multiplies the LR by 0.1 (160 epochs: 80, 120)."""
+    seed: int = 0
+    device: str = "auto"
+    """auto (cuda when available), cpu, cuda, cuda:1 ..."""
+    amp: str = "auto"
+    """auto (bf16 on CUDA, none on CPU), none, bf16, fp16."""
+    channels_last: bool = True
+    """Use channels_last memory format on CUDA (ignored on CPU)."""
+    compile: bool = False
+    """torch.compile each stage."""
+    engine: str = "local"
+    """local (all stages in sequence on one device) or pipeline (one stage group per torchrun rank)."""
+    eval_batch_size: int = 1024
+    log_every: int = 20
+    """Steps between progress-bar refreshes (each one syncs with the device once)."""
+    threads: int | None = None
+    """torch CPU threads (None keeps torch's default)."""
+    method_options: MethodOptions = field(default_factory=MethodOptions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _apply(target: Any, values: dict[str, Any], where: str) -> None:
+    names = _field_names(type(target))
+    for key, value in values.items():
+        if key in META_KEYS and isinstance(target, RunConfig):
+            continue
+        if key not in names:
+            raise ConfigError(f"unknown key '{key}' in {where}; valid keys: {', '.join(names)}")
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"'{key}' in {where} must be a mapping of {type(current).__name__} keys")
+            _apply(current, value, f"{where}:{key}")
+        else:
+            setattr(target, key, value)
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"recipe '{path}' not found; `locallearn list` shows the bundled recipes in configs/")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"recipe '{path}' is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe '{path}' must be a mapping of keys to values")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`method_options.ixx_1=5` -> (["method_options", "ixx_1"], 5) with a YAML-typed value."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"bad --set '{text}'; write key=value, e.g. --set method_options.ixx_1=5")
+    return key.strip().split("."), yaml.safe_load(value)
+
+
+def build_config(
+    recipe: str | Path | None = None,
+    flags: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Resolve a config; `base` (a saved config, when resuming) replaces the defaults."""
+    cfg = config_from_dict(base) if base is not None else RunConfig()
+    if recipe is not None:
+        _apply(cfg, load_recipe(recipe), f"recipe {recipe}")
+    _apply(cfg, {k: v for k, v in (flags or {}).items() if v is not None}, "flags")
+    for text in overrides or []:
+        path, value = parse_override(text)
+        nested: Any = value
+        for part in reversed(path):
+            nested = {part: nested}
+        _apply(cfg, nested, f"--set {text}")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    if cfg.method.split("+")[0].split(":")[0] == "e2e":
+        cfg.K = 1
+    checks = [
+        (cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}"),
+        (cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}"),
+        (cfg.lr > 0, f"lr must be > 0, got {cfg.lr}"),
+        (cfg.schedule in ("cos", "step", "const"), f"schedule must be cos, step or const, not '{cfg.schedule}'"),
+        (cfg.amp in ("auto", "none", "bf16", "fp16"), f"amp must be auto, none, bf16 or fp16, not '{cfg.amp}'"),
+        (cfg.engine in ("local", "pipeline"), f"engine must be local or pipeline, not '{cfg.engine}'"),
+        (isinstance(cfg.K, int) and cfg.K >= 1, f"K must be a positive integer, got {cfg.K}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Rebuild a saved (resolved) config, e.g. from a checkpoint."""
+    cfg = RunConfig()
+    _apply(cfg, data, "saved config")
+    return cfg

@@ -1,0 +1,267 @@
+"""Trainer: builds a run from a RunConfig and drives epochs, evaluation, logging and checkpoints.
+
+Every epoch's data order and augmentation are a pure function of (seed, epoch) and the model is restored
+from the last epoch's checkpoint, so `--resume` continues bit-identically on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from ..config import RunConfig
+from ..data import DatasetBundle, DeviceLoader, load_dataset
+from ..errors import ConfigError, TrainingError
+from ..methods import LocalLearner, build_learner
+from ..models import build_backbone
+from ..profile.memory import held_for_backward
+from ..split import split_model
+from .checkpoint import load_checkpoint, save_checkpoint, write_json, write_text
+from .local import LocalEngine, evaluate
+from .schedule import lr_at
+
+CHECKPOINT = "last.pt"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' asked for but CUDA is not available; use --device cpu")
+    return device
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    if amp == "auto":
+        return "bf16" if device.type == "cuda" else "none"
+    return amp
+
+
+@dataclass
+class Run:
+    """Everything built from a config: data, learner, optimizers and loaders."""
+
+    cfg: RunConfig
+    device: torch.device
+    data: DatasetBundle
+    learner: LocalLearner
+    optimizers: list[torch.optim.Optimizer]
+    train_loader: DeviceLoader
+    test_loader: DeviceLoader
+
+
+def build_run(cfg: RunConfig, device: torch.device | None = None) -> Run:
+    device = device or resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    data = load_dataset(
+        cfg.dataset, cfg.data_dir, train_limit=cfg.train_limit, test_limit=cfg.test_limit, download=cfg.download
+    )
+    image_shape = tuple(data.train_x.shape[1:])
+    backbone = build_backbone(cfg.arch, data.num_classes)
+    net = split_model(backbone, cfg.K, cfg.split, arch=cfg.arch, dataset=cfg.dataset, input_shape=image_shape)
+    learner = build_learner(
+        cfg.method, net, num_classes=data.num_classes, mean=data.mean, std=data.std, options=cfg.method_options
+    ).to(device)
+    channels_last = cfg.channels_last and device.type == "cuda"
+    if channels_last:
+        learner = learner.to(memory_format=torch.channels_last)
+    if cfg.compile:
+        for stage in learner.net.stages:
+            stage.compile()
+    optimizers = [
+        torch.optim.SGD(
+            learner.stage_parameters(k),
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            weight_decay=cfg.weight_decay,
+            foreach=True,
+        )
+        for k in range(learner.num_stages)
+    ]
+    common = dict(mean=data.mean, std=data.std, device=device, channels_last=channels_last)
+    train_loader = DeviceLoader(
+        data.train_x, data.train_y, cfg.batch_size, aug=data.aug, shuffle=True, seed=cfg.seed, **common
+    )
+    test_loader = DeviceLoader(data.test_x, data.test_y, cfg.eval_batch_size, aug=None, shuffle=False, **common)
+    return Run(cfg, device, data, learner, optimizers, train_loader, test_loader)
+
+
+def _set_lr(optimizers: list[torch.optim.Optimizer], lr: float) -> None:
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+
+def _check_finite(losses: torch.Tensor, epoch: int, step: int, ckpt: Path) -> None:
+    values = losses.tolist()
+    for k, v in enumerate(values):
+        if not math.isfinite(v):
+            raise TrainingError(
+                f"non-finite loss at stage {k} (epoch {epoch + 1}, step {step}); the last good checkpoint is "
+                f"kept at {ckpt}; lower --lr, or use --amp none"
+            )
+
+
+class Trainer:
+    """Train one run into `out_dir`: config.yaml, metrics.jsonl/.csv, last.pt and summary.json."""
+
+    def __init__(self, cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.progress = progress
+        self.run = build_run(cfg)
+        amp = resolve_amp(cfg.amp, self.run.device)
+        scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+        self.amp = amp
+        self.engine = LocalEngine(self.run.learner, self.run.optimizers, amp=amp, scaler=scaler)
+        self.history: list[dict[str, Any]] = []
+        self.start_epoch = 0
+        self.elapsed = 0.0
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / CHECKPOINT
+
+    def state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "learner": self.run.learner.state_dict(),
+            "optimizers": [opt.state_dict() for opt in self.run.optimizers],
+            "history": self.history,
+            "elapsed": self.elapsed,
+            "config": self.cfg.to_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def resume(self) -> None:
+        ckpt = load_checkpoint(self.checkpoint_path, self.run.device)
+        saved = {k: v for k, v in ckpt["config"].items() if k not in ("epochs",)}
+        now = {k: v for k, v in self.cfg.to_dict().items() if k not in ("epochs",)}
+        if saved != now:
+            diff = sorted(k for k in now if saved.get(k) != now[k])
+            raise ConfigError(
+                f"--resume with a config that differs from the checkpoint's in {diff}; "
+                "resume with the same recipe and flags (only --epochs may change)"
+            )
+        self.run.learner.load_state_dict(ckpt["learner"])
+        for opt, state in zip(self.run.optimizers, ckpt["optimizers"], strict=True):
+            opt.load_state_dict(state)
+        torch.set_rng_state(ckpt["torch_rng"])
+        self.history = ckpt["history"]
+        self.elapsed = ckpt["elapsed"]
+        self.start_epoch = ckpt["epoch"] + 1
+
+    def _write_metrics(self) -> None:
+        write_text(self.out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
+        keys = list(self.history[0]) if self.history else []
+        rows = [",".join(keys)] + [",".join(_csv_cell(h[k]) for k in keys) for h in self.history]
+        write_text(self.out / "metrics.csv", "\n".join(rows) + "\n")
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        cfg, run = self.cfg, self.run
+        lr = lr_at(epoch, cfg.epochs, cfg.lr, cfg.schedule, cfg.warmup_epochs, cfg.milestones)
+        _set_lr(run.optimizers, lr)
+        run.train_loader.set_epoch(epoch)
+        run.learner.train()
+        bar = tqdm(
+            run.train_loader,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not self.progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        start = time.perf_counter()
+        self.engine.reset_stats()
+        for step, (x, y) in enumerate(bar, start=1):
+            self.engine.train_step(x, y)
+            if step % cfg.log_every == 0 or step == len(run.train_loader):
+                # One host sync per `log_every` steps: the running mean loss of each stage.
+                running = self.engine.stats.loss / step
+                _check_finite(running, epoch, step, self.checkpoint_path)
+                bar.set_postfix_str(" ".join(f"{v:.3f}" for v in running.tolist()), refresh=False)
+        total = self.engine.reset_stats()
+        if run.device.type == "cuda":
+            torch.cuda.synchronize(run.device)
+        seconds = time.perf_counter() - start
+        test_acc, stage_acc, test_loss = evaluate(run.learner, run.test_loader, self.amp)
+        train_acc = (total.correct.float() / max(total.seen, 1)).tolist()
+        return {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": [round(v / max(total.steps, 1), 6) for v in total.loss.tolist()],
+            "train_acc": [a if h else None for a, h in zip(train_acc, total.has_logits, strict=True)],
+            "test_acc": test_acc,
+            "test_loss": test_loss,
+            "stage_acc": stage_acc,
+            "train_seconds": seconds,
+        }
+
+    def fit(self) -> dict[str, Any]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        run = self.run
+        x, y = next(iter(run.train_loader))
+        held = held_for_backward(run.learner, x, y)
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            t0 = time.perf_counter()
+            record = self.train_epoch(epoch)
+            self.elapsed += time.perf_counter() - t0
+            self.history.append(record)
+            self._write_metrics()
+            save_checkpoint(self.checkpoint_path, self.state(epoch))
+            if self.progress:
+                tqdm.write(_epoch_line(record))
+        summary = self.summary(held)
+        write_json(self.out / "summary.json", summary)
+        return summary
+
+    def summary(self, held: list[int]) -> dict[str, Any]:
+        learner, last = self.run.learner, self.history[-1] if self.history else {}
+        return {
+            "method": self.cfg.method,
+            "arch": self.cfg.arch,
+            "dataset": self.cfg.dataset,
+            "K": learner.num_stages,
+            "modules": learner.num_stages,
+            "stem_is_module": learner.net.stem_is_module,
+            "cuts": learner.net.cuts,
+            "epochs": len(self.history),
+            "test_acc": last.get("test_acc"),
+            "best_acc": max((h["test_acc"] for h in self.history), default=None),
+            "stage_acc": last.get("stage_acc"),
+            "seconds": self.elapsed,
+            "seconds_per_epoch": sum(h["train_seconds"] for h in self.history) / max(len(self.history), 1),
+            "held_bytes": max(held),
+            "held_bytes_per_stage": held,
+            "params": sum(p.numel() for p in learner.parameters()),
+            "inference_params": learner.inference_parameters(),
+            "device": str(self.run.device),
+            "torch": torch.__version__,
+            "seed": self.cfg.seed,
+        }
+
+
+def _csv_cell(v: Any) -> str:
+    if isinstance(v, list):
+        return '"' + " ".join("" if a is None else f"{a:.6g}" for a in v) + '"'
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def _epoch_line(r: dict[str, Any]) -> str:
+    stages = " ".join("-" if a is None else f"{a:.3f}" for a in r["stage_acc"])
+    return (
+        f"epoch {r['epoch']}: test_acc {r['test_acc']:.4f}  stage_acc [{stages}]  "
+        f"lr {r['lr']:.4f}  {r['train_seconds']:.1f}s"
+    )

@@ -1,0 +1,89 @@
+"""InfoPro (Wang et al., ICLR 2021): lambda_1 * reconstruction + lambda_2 * task loss at every stage.
+
+The task loss estimates I(h, y) by CE of a classifier head (`infopro:softmax`) or by supervised contrastive
+loss on an embedding head (`infopro:contrast`, the released default); the reconstruction BCE of a small
+decoder estimates I(h, x). lambda is interpolated linearly from the first to the last local module.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..aux import AuxClassifier, Decoder
+from ..errors import ConfigError
+from ..losses import cross_entropy, reconstruction_loss, supcon_loss
+from .base import AuxContext, AuxLoss, AuxOutput, Batch, Objective
+from .registry import OBJECTIVES
+
+
+def infopro_lambdas(k: int, num_stages: int, first: tuple[float, float], last: tuple[float, float]):
+    """(lambda_1, lambda_2) of local module k (0-based, k < K-1): ratio k/(K-2), 0 when K = 2."""
+    ratio = k / (num_stages - 2) if num_stages > 2 else 0.0
+    return tuple(a * (1 - ratio) + b * ratio for a, b in zip(first, last, strict=True))
+
+
+class InfoProAux(AuxLoss):
+    """lambda_1 * BCE(decoder(h), x01) + lambda_2 * task(head(h), y); a zero-weight term is not built."""
+
+    def __init__(
+        self,
+        head: nn.Module | None,
+        decoder: nn.Module | None,
+        lambdas: tuple[float, float],
+        contrast: bool,
+        temperature: float,
+    ) -> None:
+        super().__init__()
+        self.head = head
+        self.decoder = decoder
+        self.lambda_rec, self.lambda_task = lambdas
+        self.contrast = contrast
+        self.temperature = temperature
+
+    def forward(self, feature: torch.Tensor, batch: Batch) -> AuxOutput:
+        loss = feature.new_zeros((), dtype=torch.float32)
+        logs: dict[str, torch.Tensor] = {}
+        logits = None
+        if self.decoder is not None:
+            rec = reconstruction_loss(self.decoder(feature), batch.x01)
+            loss = loss + self.lambda_rec * rec
+            logs["rec"] = rec.detach()
+        if self.head is not None:
+            out = self.head(feature)
+            if self.contrast:
+                task = supcon_loss(out, batch.y, self.temperature, self.temperature)
+                logs["supcon"] = task.detach()
+            else:
+                task = cross_entropy(out, batch.y)
+                logits = out
+                logs["ce"] = task.detach()
+            loss = loss + self.lambda_task * task
+        return AuxOutput(loss=loss, logits=logits, logs=logs)
+
+    def predict(self, feature: torch.Tensor) -> torch.Tensor | None:
+        return None if (self.contrast or self.head is None) else self.head(feature)
+
+
+@OBJECTIVES.register("infopro")
+class InfoPro(Objective):
+    name = "infopro"
+    variants = ("contrast", "softmax")
+
+    def __init__(self, options, variant: str | None = None) -> None:
+        variant = variant or "contrast"
+        if variant not in self.variants:
+            raise ConfigError(f"unknown infopro variant '{variant}'; use infopro:contrast or infopro:softmax")
+        super().__init__(options, variant)
+
+    def build_aux(self, ctx: AuxContext) -> AuxLoss:
+        o = self.options
+        l_rec, l_task = infopro_lambdas(ctx.k, ctx.num_stages, (o.ixx_1, o.ixy_1), (o.ixx_2, o.ixy_2))
+        contrast = self.variant == "contrast"
+        channels = ctx.feature_shape[0]
+        head = None
+        if l_task != 0:
+            out_dim = o.aux_feature_dim * o.aux_widen if contrast else ctx.num_classes
+            head = AuxClassifier(channels, o.aux_net or "1c2f", out_dim, o.aux_feature_dim, o.aux_widen)
+        decoder = Decoder(channels, ctx.image_shape[1:], o.aux_widen) if l_rec != 0 else None
+        return InfoProAux(head, decoder, (l_rec, l_task), contrast, o.temperature)

@@ -1,0 +1,173 @@
+"""`LocalLearner`: a split backbone plus everything each stage owns (aux nets, context nodes, EMA twins).
+
+It composes one objective with any number of mechanisms and exposes the per-stage training step that the
+engines drive. It knows nothing about devices, ranks or optimizers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..losses import cross_entropy
+from ..split import SplitNet
+from .base import AuxContext, Batch, Carry, Mechanism, Objective, StageResult
+
+
+class LocalLearner(nn.Module):
+    """K stages of `net`, each with the modules it owns in `owned[k]` (a ModuleDict)."""
+
+    def __init__(
+        self,
+        net: SplitNet,
+        objective: Objective | None,
+        mechanisms: list[Mechanism],
+        *,
+        num_classes: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.objective = objective
+        self.mechanisms = list(mechanisms)
+        self.num_classes = num_classes
+        self.image_shape = tuple(net.records[0].in_shape)
+        self.owned = nn.ModuleList([nn.ModuleDict() for _ in range(net.num_stages)])
+        self.inference_modules: list[nn.Module] = []  # plain list: the modules are registered in `owned`
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        for mech in self.mechanisms:
+            mech.setup(self)
+        if self.num_stages > 1 and objective is None:
+            raise ValueError("a local objective is required when K > 1")
+        for k in range(self.num_stages - 1):
+            shape = self._aux_shape(k)
+            ctx = AuxContext(
+                k=k,
+                num_stages=self.num_stages,
+                feature_shape=shape,
+                image_shape=self.image_shape,
+                num_classes=num_classes,
+                next_stage_coord=net.coords[net.records[k + 1].first_unit],
+            )
+            self.own(k, "aux", objective.build_aux(ctx))
+
+    # ----------------------------------------------------------------------------------------- structure
+    @property
+    def num_stages(self) -> int:
+        return self.net.num_stages
+
+    @property
+    def window(self) -> int:
+        """How many stages one stage's loss reaches (1 = fully gradient-isolated)."""
+        return max([m.window for m in self.mechanisms], default=1)
+
+    def own(self, k: int, name: str, module: nn.Module, *, inference: bool = False) -> None:
+        """Give stage k a module: its parameters are optimised with stage k and saved in checkpoints.
+
+        `inference=True` marks a module that stays in the deployed network (ContSup's context nodes).
+        """
+        self.owned[k][name] = module
+        if inference:
+            self.inference_modules.append(module)
+
+    def stage_modules(self, k: int) -> list[nn.Module]:
+        return [self.net.stages[k], self.owned[k]]
+
+    def stage_parameters(self, k: int) -> list[nn.Parameter]:
+        """Trainable parameters of stage k: its backbone units and everything it owns (EMA twins excluded)."""
+        seen: set[int] = set()
+        params = []
+        for module in self.stage_modules(k):
+            for p in module.parameters():
+                if p.requires_grad and id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+        return params
+
+    def _aux_shape(self, k: int) -> tuple[int, ...]:
+        for mech in self.mechanisms:
+            shape = mech.aux_feature_shape(self, k)
+            if shape is not None:
+                return tuple(shape)
+        return tuple(self.net.records[k].out_shape)
+
+    # ----------------------------------------------------------------------------------------- stepping
+    def make_batch(self, x: torch.Tensor, y: torch.Tensor) -> Batch:
+        # Clamped: undoing the normalisation can overshoot [0, 1] by a rounding error, which BCE rejects.
+        return Batch(x=x, y=y, x01=(x * self.std + self.mean).clamp_(0, 1))
+
+    def initial_carry(self, batch: Batch) -> Carry:
+        carry: Carry = {"h": batch.x}
+        for mech in self.mechanisms:
+            carry.update(mech.initial_carry(batch))
+        return carry
+
+    def stage_input(self, k: int, carry: Carry, batch: Batch) -> torch.Tensor:
+        for mech in self.mechanisms:
+            h = mech.stage_input(self, k, carry, batch)
+            if h is not None:
+                return h
+        return carry["h"]
+
+    def _advance(self, k: int, carry: Carry, batch: Batch) -> tuple[torch.Tensor, Carry]:
+        """Run stage k (with its input mechanisms) and build the carry for stage k+1."""
+        h_in = self.stage_input(k, carry, batch)
+        h = self.net.stages[k](h_in)
+        out: Carry = {"h": h}
+        for mech in self.mechanisms:
+            out.update(mech.carry_out(self, k, h_in, carry))
+        return h, out
+
+    def aux_feature(self, k: int, h: torch.Tensor) -> torch.Tensor:
+        for mech in self.mechanisms:
+            f = mech.aux_feature(self, k, h)
+            if f is not None:
+                return f
+        return h
+
+    def train_stage(self, k: int, carry: Carry, batch: Batch) -> StageResult:
+        """Forward stage k and compute its local loss. The caller backpropagates and detaches `out`."""
+        h, out = self._advance(k, carry, batch)
+        if k == self.num_stages - 1:
+            loss = cross_entropy(h, batch.y)
+            result = StageResult(loss=loss, out=out, logits=h, logs={"ce": loss.detach()})
+        else:
+            aux = self.owned[k]["aux"](self.aux_feature(k, h), batch)
+            result = StageResult(loss=aux.loss, out=out, logits=aux.logits, logs=aux.logs)
+        for mech in self.mechanisms:
+            result = mech.stage_loss(self, k, carry, batch, result)
+        return result
+
+    def after_backward(self, k: int) -> None:
+        for mech in self.mechanisms:
+            mech.after_backward(self, k)
+
+    # ----------------------------------------------------------------------------------------- inference
+    @torch.no_grad()
+    def predict_stages(self, x: torch.Tensor) -> list[torch.Tensor | None]:
+        """Logits of every stage's aux classifier (None where it has none) and, last, the final logits."""
+        batch = self.make_batch(x, torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
+        carry = self.initial_carry(batch)
+        outs: list[torch.Tensor | None] = []
+        for k in range(self.num_stages):
+            h, carry = self._advance(k, carry, batch)
+            if k < self.num_stages - 1:
+                outs.append(self.owned[k]["aux"].predict(self.aux_feature(k, h)))
+            else:
+                outs.append(h)
+        return outs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The inference network: stages (and any context nodes), no aux nets. (B, 3, H, W) -> (B, classes)."""
+        batch = self.make_batch(x, torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
+        carry = self.initial_carry(batch)
+        for k in range(self.num_stages):
+            _, carry = self._advance(k, carry, batch)
+        return carry["h"]
+
+    def inference_parameters(self) -> int:
+        """Parameters of the deployed network: backbone plus any module a mechanism keeps at inference."""
+        modules = [self.net, *self.inference_modules]
+        return sum(p.numel() for p in {id(p): p for m in modules for p in m.parameters()}.values())

@@ -1,0 +1,50 @@
+"""The backbone contract: an ordered chain of units with optional (stage, block) coordinates.
+
+Every backbone the splitter accepts is a `Backbone`: running `units` in order is the whole forward pass,
+the last unit is the classifier head (GAP + FC for ResNets), and `coords[i]` names unit i in the papers'
+`[stage, block]` notation (stem = (0, 0), residual block b of layer s = (s, b), head = None).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class Backbone(nn.Module):
+    """A chain of units. Subclasses fill `units`, `unit_names` and `coords` in their constructor."""
+
+    units: nn.ModuleList
+    unit_names: list[str]
+    coords: list[tuple[int, int] | None]
+
+    def __init__(
+        self,
+        units: Sequence[nn.Module],
+        names: Sequence[str],
+        coords: Sequence[tuple[int, int] | None] | None = None,
+    ) -> None:
+        super().__init__()
+        if len(units) != len(names):
+            raise ValueError("one name per unit is required")
+        self.units = nn.ModuleList(units)
+        self.unit_names = list(names)
+        self.coords = list(coords) if coords is not None else [None] * len(units)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for unit in self.units:
+            x = unit(x)
+        return x
+
+
+class ClassifierHead(nn.Module):
+    """Global average pool + flatten + linear: (B, C, H, W) -> (B, classes)."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))

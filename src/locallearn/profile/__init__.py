@@ -1,0 +1,1 @@
+"""Measurement: FLOPs and memory held for backward, per unit, per stage and per training step."""
