@@ -9,10 +9,10 @@ import argparse
 import sys
 
 from ..errors import LocalLearnError
-from . import evaluate, listing, train
+from . import demo, evaluate, listing, train
 
 # name -> module with `add_parser(subparsers)` and `run(args) -> int`
-COMMANDS = {"train": train, "eval": evaluate, "list": listing}
+COMMANDS = {"train": train, "eval": evaluate, "list": listing, "demo": demo}
 
 
 def build_parser() -> argparse.ArgumentParser:

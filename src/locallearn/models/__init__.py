@@ -9,7 +9,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from . import cifar_resnet  # noqa: F401  (registers resnet8/32/110)
-from . import imagenet_resnet  # noqa: F401
+from . import imagenet_resnet as imagenet_resnet  # noqa: F401  (registers resnet18..152, resnext101_32x8d)
 from .base import Backbone, ClassifierHead
 from .registry import MODELS
 

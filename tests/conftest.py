@@ -1,0 +1,24 @@
+"""Shared fixtures: seeded RNG and the path to the real datasets (LOCALLEARN_DATA)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The folder holding the canonical CIFAR-10 archive; tests using it skip when it is absent."""
+    root = os.environ.get("LOCALLEARN_DATA")
+    if not root or not (Path(root) / "cifar-10-python.tar.gz").exists():
+        pytest.skip("set LOCALLEARN_DATA to a folder with cifar-10-python.tar.gz")
+    return Path(root)

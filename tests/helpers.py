@@ -1,0 +1,29 @@
+"""Tiny learners and batches shared by the tests (imported as `from helpers import ...`)."""
+
+from __future__ import annotations
+
+import torch
+
+from locallearn.methods import MethodOptions, build_learner
+from locallearn.models import build_backbone
+from locallearn.split import split_model
+
+CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
+CIFAR_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
+
+
+def make_learner(method: str = "greedy", k: int = 4, arch: str = "resnet8", split=None, seed: int = 0, **options):
+    """A tiny learner on 32x32 inputs; `options` go to MethodOptions."""
+    torch.manual_seed(seed)
+    net = split_model(build_backbone(arch, 10), k, split, arch=arch, dataset="cifar10")
+    return build_learner(
+        method, net, num_classes=10, mean=CIFAR_MEAN, std=CIFAR_STD, options=MethodOptions(**options)
+    )
+
+
+def random_batch(n: int = 8, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x01 = torch.rand(n, 3, 32, 32, generator=g)
+    x = (x01 - torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)) / torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
+    y = torch.arange(n) % 10
+    return x, y

@@ -1,0 +1,82 @@
+"""Recipes and config resolution: every recipe builds; bad keys and values are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from locallearn.config import build_config
+from locallearn.errors import ConfigError
+from locallearn.methods import build_learner
+from locallearn.models import build_backbone
+from locallearn.split import split_model
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+RECIPES = sorted(CONFIGS.rglob("*.yaml"))
+IMAGE_SIZE = {"stl10": 96}
+
+
+def test_there_are_recipes():
+    assert len(RECIPES) >= 20
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_recipe_builds(recipe):
+    cfg = build_config(recipe)
+    size = IMAGE_SIZE.get(cfg.dataset, 224 if cfg.dataset == "imagenet" else 32)
+    classes = 1000 if cfg.dataset == "imagenet" else 10
+    net = split_model(
+        build_backbone(cfg.arch, classes), cfg.K, cfg.split, arch=cfg.arch, dataset=cfg.dataset,
+        input_shape=(3, size, size),
+    )
+    learner = build_learner(cfg.method, net, num_classes=classes, mean=(0.5,) * 3, std=(0.5,) * 3,
+                            options=cfg.method_options)
+    assert learner.num_stages >= 1
+
+
+def test_flags_override_the_recipe_and_set_overrides_flags():
+    recipe = CONFIGS / "cifar10" / "resnet32_infopro_k4.yaml"
+    cfg = build_config(recipe, {"epochs": 3, "lr": None}, ["method_options.ixx_1=2.5", "batch_size=64"])
+    assert (cfg.epochs, cfg.lr, cfg.batch_size, cfg.method_options.ixx_1) == (3, 0.8, 64, 2.5)
+    assert cfg.method_options.ixy_2 == 2.0  # from the recipe
+
+
+def test_unknown_recipe_key_is_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("arch: resnet32\nlearning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="unknown key 'learning_rate'"):
+        build_config(bad)
+    bad.write_text("method_options:\n  lambda: 3\n")
+    with pytest.raises(ConfigError, match="unknown key 'lambda'"):
+        build_config(bad)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [({"epochs": 0}, "epochs"), ({"schedule": "linear"}, "schedule"), ({"amp": "fp8"}, "amp")],
+)
+def test_bad_values_are_named(flags, message):
+    with pytest.raises(ConfigError, match=message):
+        build_config(None, flags)
+
+
+def test_missing_recipe_file():
+    with pytest.raises(ConfigError, match="not found"):
+        build_config("no/such/recipe.yaml")
+
+
+def test_e2e_forces_one_module():
+    assert build_config(None, {"method": "e2e", "K": 8}).K == 1
+
+
+@pytest.mark.parametrize(("method", "message"), [("nope", "unknown method 'nope'"), ("greedy+foo", "mechanism")])
+def test_unknown_methods_are_named(method, message):
+    net = split_model(build_backbone("resnet8", 10), 2, arch="resnet8")
+    with pytest.raises(ConfigError, match=message):
+        build_learner(method, net, num_classes=10, mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+def test_unknown_arch_is_named():
+    with pytest.raises(ConfigError, match="unknown arch 'resnet7'"):
+        build_backbone("resnet7", 10)
