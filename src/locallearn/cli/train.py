@@ -77,6 +77,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="run directory (default runs/<dataset>_<arch>_<method>_k<K>_s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--json", action="store_true", help="print summary.json on stdout")
+    p.add_argument("--stop-after-epoch", type=int, default=None, metavar="N",
+                   help="stop after epoch N (continue later with --resume), e.g. on a time-sliced machine")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -105,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         trainer = Trainer(cfg, out, progress=not args.no_progress)
         if args.resume:
             trainer.resume()
-        summary = trainer.fit()
+        summary = trainer.fit(stop_after=args.stop_after_epoch)
     if summary is not None:
         if args.json:
             print(json.dumps(summary, indent=2))

@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 from ..config import RunConfig
 from ..data import DatasetBundle, DeviceLoader, load_dataset
 from ..errors import ConfigError, TrainingError
-from ..methods import LocalLearner, build_learner
-from ..models import build_backbone
+from ..methods import LocalLearner, build_learner, parse_method
+from ..models import MODELS, build_backbone
 from ..profile.memory import held_for_backward
 from ..split import split_model
 from .checkpoint import load_checkpoint, save_checkpoint, write_json, write_text
@@ -29,6 +29,8 @@ from .local import LocalEngine, evaluate
 from .schedule import lr_at
 
 CHECKPOINT = "last.pt"
+# What the saved state and the data order depend on; everything else may change on --resume.
+RESUME_MUST_MATCH = ("arch", "method", "K", "split", "dataset", "train_limit", "batch_size", "seed", "method_options")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -59,37 +61,67 @@ class Run:
     test_loader: DeviceLoader
 
 
-def build_run(cfg: RunConfig, device: torch.device | None = None) -> Run:
-    device = device or resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    data = load_dataset(
-        cfg.dataset, cfg.data_dir, train_limit=cfg.train_limit, test_limit=cfg.test_limit, download=cfg.download
-    )
-    image_shape = tuple(data.train_x.shape[1:])
-    backbone = build_backbone(cfg.arch, data.num_classes)
+def use_channels_last(cfg: RunConfig, device: torch.device) -> bool:
+    return cfg.channels_last and device.type == "cuda"
+
+
+def build_model(
+    cfg: RunConfig,
+    image_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    device: torch.device,
+) -> LocalLearner:
+    """The learner a run trains (backbone, split, method) on `device`; also what profile and bench measure."""
+    backbone = build_backbone(cfg.arch, num_classes)
     net = split_model(backbone, cfg.K, cfg.split, arch=cfg.arch, dataset=cfg.dataset, input_shape=image_shape)
     learner = build_learner(
-        cfg.method, net, num_classes=data.num_classes, mean=data.mean, std=data.std, options=cfg.method_options
+        cfg.method, net, num_classes=num_classes, mean=mean, std=std, options=cfg.method_options
     ).to(device)
-    channels_last = cfg.channels_last and device.type == "cuda"
-    if channels_last:
+    if use_channels_last(cfg, device):
         learner = learner.to(memory_format=torch.channels_last)
     if cfg.compile:
         for stage in learner.net.stages:
             stage.compile()
-    optimizers = [
+    return learner
+
+
+def build_optimizers(learner: LocalLearner, cfg: RunConfig) -> list[torch.optim.Optimizer]:
+    """One SGD per stage. Fused on CUDA (one kernel per stage's update), multi-tensor (foreach) elsewhere."""
+    fused = next(learner.parameters()).device.type == "cuda"
+    return [
         torch.optim.SGD(
             learner.stage_parameters(k),
             lr=cfg.lr,
             momentum=cfg.momentum,
             nesterov=cfg.nesterov,
             weight_decay=cfg.weight_decay,
-            foreach=True,
+            foreach=not fused,
+            fused=fused,
         )
         for k in range(learner.num_stages)
     ]
+
+
+def build_run(cfg: RunConfig, device: torch.device | None = None) -> Run:
+    device = device or resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    # Cheap checks first, so that a typo fails before any data is read.
+    parse_method(cfg.method)
+    if ":" not in cfg.arch:
+        MODELS.get(cfg.arch)
+    torch.manual_seed(cfg.seed)
+    data = load_dataset(
+        cfg.dataset, cfg.data_dir, train_limit=cfg.train_limit, test_limit=cfg.test_limit, download=cfg.download
+    )
+    learner = build_model(
+        cfg, tuple(data.train_x.shape[1:]), data.num_classes, mean=data.mean, std=data.std, device=device
+    )
+    optimizers = build_optimizers(learner, cfg)
+    channels_last = use_channels_last(cfg, device)
     common = dict(mean=data.mean, std=data.std, device=device, channels_last=channels_last)
     train_loader = DeviceLoader(
         data.train_x, data.train_y, cfg.batch_size, aug=data.aug, shuffle=True, seed=cfg.seed, **common
@@ -147,13 +179,12 @@ class Trainer:
 
     def resume(self) -> None:
         ckpt = load_checkpoint(self.checkpoint_path, self.run.device)
-        saved = {k: v for k, v in ckpt["config"].items() if k not in ("epochs",)}
-        now = {k: v for k, v in self.cfg.to_dict().items() if k not in ("epochs",)}
-        if saved != now:
-            diff = sorted(k for k in now if saved.get(k) != now[k])
+        saved, now = ckpt["config"], self.cfg.to_dict()
+        diff = [k for k in RESUME_MUST_MATCH if saved.get(k) != now[k]]
+        if diff:
             raise ConfigError(
                 f"--resume with a config that differs from the checkpoint's in {diff}; "
-                "resume with the same recipe and flags (only --epochs may change)"
+                "resume with the same recipe and flags (epochs, lr and device may change)"
             )
         self.run.learner.load_state_dict(ckpt["learner"])
         for opt, state in zip(self.run.optimizers, ckpt["optimizers"], strict=True):
@@ -208,13 +239,14 @@ class Trainer:
             "train_seconds": seconds,
         }
 
-    def fit(self) -> dict[str, Any]:
+    def fit(self, stop_after: int | None = None) -> dict[str, Any]:
+        """Train to `cfg.epochs` (or only up to epoch `stop_after`, to be continued with --resume)."""
         self.out.mkdir(parents=True, exist_ok=True)
         write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
         run = self.run
         x, y = next(iter(run.train_loader))
         held = held_for_backward(run.learner, x, y)
-        for epoch in range(self.start_epoch, self.cfg.epochs):
+        for epoch in range(self.start_epoch, min(self.cfg.epochs, stop_after or self.cfg.epochs)):
             t0 = time.perf_counter()
             record = self.train_epoch(epoch)
             self.elapsed += time.perf_counter() - t0

@@ -13,11 +13,11 @@ class MethodOptions:
     """D: hidden width of the aux MLP and the contrastive embedding size."""
     aux_widen: int = 1
     """Width multiplier of aux nets (InfoPro's aux_net_widen)."""
-    ixx_1: float = 0.0
+    ixx_1: float = 1.0
     """InfoPro lambda_1 (reconstruction weight) of the first local module."""
     ixy_1: float = 1.0
     """InfoPro lambda_2 (task-loss weight) of the first local module."""
-    ixx_2: float = 0.0
+    ixx_2: float = 1.0
     """InfoPro lambda_1 of the last local module (K-2); modules between are interpolated linearly."""
     ixy_2: float = 1.0
     """InfoPro lambda_2 of the last local module."""

@@ -1,0 +1,105 @@
+"""The command line end to end: train, resume, eval, list, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from locallearn.cli import main
+
+QUICK = ["--arch", "resnet8", "--dataset", "cifar10-sample", "--train-limit", "64", "--test-limit", "32",
+         "--batch-size", "32", "--lr", "0.05", "--no-progress", "--threads", "1"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "locallearn", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_train_writes_a_run_directory_and_json_summary(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *QUICK, "--method", "infopro", "--K", "3", "--epochs", "2", "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    for key in ("test_acc", "stage_acc", "method", "K", "epochs", "seconds"):
+        assert key in summary
+    assert summary["K"] == 3 and summary["epochs"] == 2 and len(summary["stage_acc"]) == 3
+    assert 0.0 <= summary["test_acc"] <= 1.0
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    assert (out / "metrics.csv").exists() and (out / "config.yaml").exists() and (out / "last.pt").exists()
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    args = [*QUICK, "--method", "greedy", "--K", "3"]
+    assert main(["train", *args, "--epochs", "3", "--out", str(full)]) == 0
+    assert main(["train", *args, "--epochs", "3", "--stop-after-epoch", "2", "--out", str(part)]) == 0
+    assert torch.load(part / "last.pt", weights_only=False)["epoch"] == 1
+    assert main(["train", "--out", str(part), "--resume", "--no-progress"]) == 0
+    a = torch.load(full / "last.pt", weights_only=False)
+    b = torch.load(part / "last.pt", weights_only=False)
+    assert a["epoch"] == b["epoch"] == 2
+    for key, value in a["learner"].items():
+        assert torch.equal(value, b["learner"][key]), key
+    for sa, sb in zip(a["optimizers"], b["optimizers"], strict=True):
+        for pid, state in sa["state"].items():
+            assert torch.equal(state["momentum_buffer"], sb["state"][pid]["momentum_buffer"])
+
+
+def test_eval_and_list(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *QUICK, "--method", "dgl", "--K", "2", "--epochs", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert result["test_acc"] == pytest.approx(summary["test_acc"])
+    assert main(["list"]) == 0
+    listing = capsys.readouterr().out
+    assert "resnet32" in listing and "infopro" in listing and "resnet32_infopro_k4.yaml" in listing
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--arch", "resnet7"], "unknown arch 'resnet7'"),
+        (["--method", "infoprox"], "unknown method 'infoprox'"),
+        (["--K", "99"], "K=99 is larger than"),
+        (["--split", "[[4, 0]]", "--K", "2"], "does not exist"),
+        (["--config", "nope.yaml"], "not found"),
+        (["--set", "colour=blue"], "unknown key 'colour'"),
+        (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "cifar"),
+    ],
+)
+def test_bad_input_is_one_clear_line(args, message, tmp_path):
+    proc = run_cli("train", *QUICK, "--epochs", "1", "--out", str(tmp_path / "r"), *args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", *QUICK, "--method", "greedy", "--K", "2", "--epochs", "1", "--out", str(out)]) == 0
+    before = (out / "last.pt").read_bytes()
+    proc = run_cli("train", *QUICK, "--method", "greedy", "--K", "2", "--epochs", "1", "--out", str(out))
+    assert proc.returncode == 2 and "--resume" in proc.stderr
+    assert (out / "last.pt").read_bytes() == before
+
+
+def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    args = [*QUICK, "--method", "greedy", "--K", "2", "--out", str(out)]
+    assert main(["train", *args, "--epochs", "1"]) == 0
+    before = (out / "last.pt").read_bytes()
+    proc = run_cli("train", "--out", str(out), "--resume", "--epochs", "2", "--lr", "1e30",
+                   "--schedule", "const", "--no-progress")
+    assert proc.returncode == 2
+    assert "non-finite loss" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert (out / "last.pt").read_bytes() == before
+    assert Path(out / "last.pt").exists()
