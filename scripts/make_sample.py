@@ -1,9 +1,10 @@
-"""Write the CIFAR-10 sample bundled with locallearn from the canonical archive.
+"""Write the CIFAR-10 sample bundled with locallearn from the canonical files.
 
     python scripts/make_sample.py --src /path/to/cifar-10-python.tar.gz
 
-Takes the first `--per-class` training and `--test-per-class` test images of every class, in canonical
-order, so the sample is balanced; prints the checksum to paste into data/datasets.py (SAMPLE_MD5).
+Keeps the first `--per-class` training and `--test-per-class` test images of every class, in canonical
+order, so that the sample is balanced. The defaults keep the file under 10 MB. Prints the checksum that
+SAMPLE_MD5 in src/locallearn/data/bundled.py must hold, and whether it already does.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from locallearn.data.cifar import read_cifar
-from locallearn.data.datasets import SAMPLE_FILE, sample_digest
+from locallearn.data.bundled import SAMPLE_FILE, SAMPLE_MD5, sample_digest
+from locallearn.data.cifar import CIFAR10, read_cifar
+from locallearn.data.files import Splits
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "locallearn" / "data" / "sample" / SAMPLE_FILE
 
@@ -26,19 +28,23 @@ def first_per_class(x: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, n
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--src", required=True, type=Path, help="folder or file: cifar-10-python.tar.gz")
-    p.add_argument("--per-class", type=int, default=250)
-    p.add_argument("--test-per-class", type=int, default=60)
+    p.add_argument("--src", required=True, type=Path, help="cifar-10-python.tar.gz, or the folder holding it")
+    p.add_argument("--per-class", type=int, default=256)
+    p.add_argument("--test-per-class", type=int, default=64)
     args = p.parse_args()
-    root = args.src.parent if args.src.is_file() else args.src
-    tx, ty, vx, vy = read_cifar("cifar10", root)
-    arrays = {}
-    arrays["train_x"], arrays["train_y"] = first_per_class(tx, ty, args.per_class)
-    arrays["test_x"], arrays["test_y"] = first_per_class(vx, vy, args.test_per_class)
+    # The reader takes the folder holding the archive (or the extracted cifar-10-batches-py/).
+    full = read_cifar(CIFAR10, args.src.parent if args.src.is_file() else args.src)
+    sample = Splits(
+        *first_per_class(full.train_x, full.train_y, args.per_class),
+        *first_per_class(full.test_x, full.test_y, args.test_per_class),
+    )
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(OUT, **arrays)
-    print(f"wrote {OUT} ({OUT.stat().st_size / 2**20:.2f} MiB): {len(arrays['train_y'])} train, "
-          f"{len(arrays['test_y'])} test images; SAMPLE_MD5 = {sample_digest(arrays)}")
+    np.savez_compressed(OUT, **sample._asdict())
+    digest = sample_digest(sample)
+    print(
+        f"wrote {OUT} ({OUT.stat().st_size:,} bytes): {len(sample.train_y)} train, {len(sample.test_y)} test "
+        f"images; SAMPLE_MD5 = {digest!r} ({'unchanged' if digest == SAMPLE_MD5 else 'update bundled.py'})"
+    )
 
 
 if __name__ == "__main__":

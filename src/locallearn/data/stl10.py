@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-import tarfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
-from .checksums import md5_file, verify
+from .checksums import check_md5, md5_file
+from .files import Splits, missing_files, read_tar_members
 
+ARCHIVE = "stl10_binary.tar.gz"
+FOLDER = "stl10_binary"
 MEMBERS = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin")
+URL = f"http://ai.stanford.edu/~acoates/stl10/{ARCHIVE}"
+IMAGE_BYTES = 3 * 96 * 96
 
 
 def _images(raw: bytes, where: str) -> np.ndarray:
-    if len(raw) % (3 * 96 * 96):
-        raise DataError(f"{where} has {len(raw)} bytes, not a whole number of 3x96x96 images; re-extract it")
-    # Stored column-major per channel: read (N, 3, 96, 96) then swap the last two axes.
+    if len(raw) % IMAGE_BYTES:
+        raise DataError(f"{where} has {len(raw)} bytes, not a whole number of 3x96x96 images; extract again")
+    # Each channel is stored column-major: read (N, 3, 96, 96) as (N, C, W, H), then swap to (N, C, H, W).
     return np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2).copy()
 
 
@@ -24,28 +28,33 @@ def _labels(raw: bytes) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8).astype(np.int64) - 1  # stored as 1..10
 
 
-def read_stl10(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    folder, archive = root / "stl10_binary", root / "stl10_binary.tar.gz"
-    raw: dict[str, bytes] = {}
-    if (root / "train_X.bin").exists():
-        folder = root
-    if folder.is_dir():
-        for m in MEMBERS:
-            if not (folder / m).is_file():
-                raise DataError(f"{folder / m} is missing; extract the full stl10_binary.tar.gz")
-            raw[m] = (folder / m).read_bytes()
-    elif archive.is_file():
-        verify(archive.name, md5_file(archive), str(archive))
-        with tarfile.open(archive, "r:*") as tar:
-            for m in MEMBERS:
-                f = tar.extractfile(f"stl10_binary/{m}")
-                if f is None:
-                    raise DataError(f"{archive} has no stl10_binary/{m}; download it again")
-                raw[m] = f.read()
-    else:
-        raise DataError(f"no stl10_binary/ and no stl10_binary.tar.gz in {root}; put the dataset's files there")
-    tx, vx = _images(raw["train_X.bin"], "train_X.bin"), _images(raw["test_X.bin"], "test_X.bin")
-    ty, vy = _labels(raw["train_y.bin"]), _labels(raw["test_y.bin"])
-    if len(tx) != len(ty) or len(vx) != len(vy):
-        raise DataError(f"STL-10 image and label counts differ in {root}; re-extract the archive")
-    return tx, ty, vx, vy
+def _read_raw(root: Path) -> tuple[dict[str, bytes], dict[str, str]]:
+    """Bytes of each member, and where it came from, from the extracted folder or else the archive."""
+    for folder in (root / FOLDER, root):
+        if all((folder / m).is_file() for m in MEMBERS):
+            return {m: (folder / m).read_bytes() for m in MEMBERS}, {m: str(folder / m) for m in MEMBERS}
+    archive = root / ARCHIVE
+    if archive.is_file():
+        # The members have no published checksums; the archive's is the only one there is.
+        check_md5(ARCHIVE, md5_file(archive), str(archive))
+        inside = read_tar_members(archive, [f"{FOLDER}/{m}" for m in MEMBERS])
+        return {m: inside[f"{FOLDER}/{m}"] for m in MEMBERS}, {m: f"{archive}:{FOLDER}/{m}" for m in MEMBERS}
+    raise missing_files(
+        "stl10",
+        root,
+        [str(archive), f"{root / FOLDER}/{{{','.join(MEMBERS)}}}"],
+        f"put {ARCHIVE} (from {URL}) or its extracted {FOLDER}/ there, or pass download=True (--download)",
+    )
+
+
+def read_stl10(root: Path) -> Splits:
+    """Read `root`/stl10_binary/ (or `root` itself) or `root`/stl10_binary.tar.gz; skips unlabelled data."""
+    raw, where = _read_raw(root)
+    out = []
+    for split in ("train", "test"):
+        xs, ys = f"{split}_X.bin", f"{split}_y.bin"
+        x, y = _images(raw[xs], where[xs]), _labels(raw[ys])
+        if len(x) != len(y):
+            raise DataError(f"{where[xs]} has {len(x)} images, {where[ys]} {len(y)} labels; extract again")
+        out += [x, y]
+    return Splits(*out)
