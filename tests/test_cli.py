@@ -12,8 +12,23 @@ import torch
 
 from locallearn.cli import main
 
-QUICK = ["--arch", "resnet8", "--dataset", "cifar10-sample", "--train-limit", "64", "--test-limit", "32",
-         "--batch-size", "32", "--lr", "0.05", "--no-progress", "--threads", "1"]
+QUICK = [
+    "--arch",
+    "resnet8",
+    "--dataset",
+    "cifar10-sample",
+    "--train-limit",
+    "64",
+    "--test-limit",
+    "32",
+    "--batch-size",
+    "32",
+    "--lr",
+    "0.05",
+    "--no-progress",
+    "--threads",
+    "1",
+]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -97,8 +112,9 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_p
     args = [*QUICK, "--method", "greedy", "--K", "2", "--out", str(out)]
     assert main(["train", *args, "--epochs", "1"]) == 0
     before = (out / "last.pt").read_bytes()
-    proc = run_cli("train", "--out", str(out), "--resume", "--epochs", "2", "--lr", "1e30",
-                   "--schedule", "const", "--no-progress")
+    proc = run_cli(
+        "train", "--out", str(out), "--resume", "--epochs", "2", "--lr", "1e30", "--schedule", "const", "--no-progress"
+    )
     assert proc.returncode == 2
     assert "non-finite loss" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert (out / "last.pt").read_bytes() == before

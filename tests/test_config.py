@@ -27,11 +27,16 @@ def test_every_recipe_builds(recipe):
     size = IMAGE_SIZE.get(cfg.dataset, 224 if cfg.dataset == "imagenet" else 32)
     classes = 1000 if cfg.dataset == "imagenet" else 10
     net = split_model(
-        build_backbone(cfg.arch, classes), cfg.K, cfg.split, arch=cfg.arch, dataset=cfg.dataset,
+        build_backbone(cfg.arch, classes),
+        cfg.K,
+        cfg.split,
+        arch=cfg.arch,
+        dataset=cfg.dataset,
         input_shape=(3, size, size),
     )
-    learner = build_learner(cfg.method, net, num_classes=classes, mean=(0.5,) * 3, std=(0.5,) * 3,
-                            options=cfg.method_options)
+    learner = build_learner(
+        cfg.method, net, num_classes=classes, mean=(0.5,) * 3, std=(0.5,) * 3, options=cfg.method_options
+    )
     assert learner.num_stages >= 1
 
 

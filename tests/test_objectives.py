@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import make_learner, random_batch
 from locallearn.aux import HEAD_CONFIGS, AuxClassifier, Decoder, MLPSRHead
 from locallearn.engine.local import LocalEngine
 from locallearn.methods import OBJECTIVES
 from locallearn.methods.infopro import infopro_lambdas
-
-from helpers import make_learner, random_batch
 
 
 def test_infopro_lambda_schedule_interpolates_by_module_index():

@@ -21,6 +21,4 @@ def test_cosine_with_the_ten_epoch_blend():
 
 
 def test_step_schedule_decays_at_half_and_three_quarters():
-    assert [lr_at(e, 160, 0.1, "step") for e in (0, 79, 80, 119, 120)] == pytest.approx(
-        [0.1, 0.1, 0.01, 0.01, 0.001]
-    )
+    assert [lr_at(e, 160, 0.1, "step") for e in (0, 79, 80, 119, 120)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001])

@@ -9,8 +9,7 @@ from locallearn.errors import ConfigError
 from locallearn.models import build_backbone, list_archs
 from locallearn.split import _balanced_cuts, split_model, split_tables
 
-SMALL_INPUT = {"resnet18": 64, "resnet34": 64, "resnet50": 64, "resnet101": 64, "resnet152": 64,
-               "resnext101_32x8d": 64}
+SMALL_INPUT = {"resnet18": 64, "resnet34": 64, "resnet50": 64, "resnet101": 64, "resnet152": 64, "resnext101_32x8d": 64}
 
 
 @pytest.mark.parametrize("arch", list_archs())
@@ -83,8 +82,13 @@ def test_explicit_cuts_by_coordinates_and_units():
 
 def test_user_sequential_model_splits_by_k():
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1),
-        torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10),
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 10),
     )
     from locallearn.models import as_backbone
 

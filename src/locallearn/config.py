@@ -18,6 +18,32 @@ from .methods.options import MethodOptions
 
 # Keys a recipe may carry for humans; they do not change the run.
 META_KEYS = ("reproduces", "notes", "paper")
+PIPELINE_MODES = ("sync", "async")
+PIPELINE_BACKENDS = ("auto", "gloo", "nccl")
+
+
+@dataclass
+class PipelineOptions:
+    """Settings of `--engine pipeline` (one stage group per torchrun rank), e.g. `--set pipeline.replicas=2`."""
+
+    depth: int = 2
+    """Carries a rank may send ahead of what its successor has taken before it waits (bounds memory and lead)."""
+    replicas: int = 1
+    """Data-parallel replicas of every stage group; the world size must be a multiple of it."""
+    ema_interval: int = 1
+    """Steps between shipments of MAN's EMA sources to the previous rank (1 = the local engine's updates)."""
+    mode: str = "sync"
+    """sync (lock-step, equal to the local engine) or async (DGL-style replay buffer; isolated methods only)."""
+    replay: int = 4
+    """async: received carries each rank keeps, to train on again while its predecessor is slower."""
+    max_reuse: int = 2
+    """async: times one received carry may be trained on."""
+    backend: str = "auto"
+    """auto (nccl when every rank has a GPU of its own, else gloo with host copies), gloo or nccl."""
+    timeout: float = 600.0
+    """Seconds any single torch.distributed wait may block before the run fails."""
+    heartbeat_timeout: float = 60.0
+    """Seconds without a heartbeat after which a rank counts as dead and every rank stops with an error."""
 
 
 @dataclass
@@ -31,9 +57,13 @@ class RunConfig:
     split: Any = None
     """table | balanced-memory | stem-merged | even | even-memory | [[stage, block], ...] | units:i,j."""
     dataset: str = "cifar10-sample"
-    """cifar10, cifar100, svhn, stl10 or cifar10-sample (bundled)."""
+    """cifar10, cifar100, svhn, stl10, cifar10-sample (bundled) or imagenet (a train/ + val/ class-folder tree)."""
     data_dir: str | None = None
-    """Folder holding the dataset's files as distributed (archive or extracted)."""
+    """Folder holding the dataset's files as distributed (archive or extracted); for imagenet, train/ and val/."""
+    image_size: int = 224
+    """imagenet: the crop size S (RandomResizedCrop S to train, resize round(S*256/224) + CenterCrop S to test)."""
+    workers: int = 8
+    """imagenet: JPEG-decoding worker processes per loader and per process (0 decodes in the main process)."""
     download: bool = False
     """Download the dataset into data_dir when it is missing (needs a network)."""
     train_limit: int | None = None
@@ -47,7 +77,8 @@ class RunConfig:
     nesterov: bool = True
     weight_decay: float = 1e-4
     schedule: str = "cos"
-    """cos (cosine with the papers' 10-epoch blend from 0.01), step (x0.1 at milestones) or const."""
+    """cos (cosine with the papers' 10-epoch blend from 0.01), cos0 (ImageNet: cosine on the 0-based epoch, no
+    blend), step (x0.1 at milestones) or const."""
     warmup_epochs: int = 10
     """Length of the linear blend into the cosine curve (the papers use 10)."""
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
@@ -69,6 +100,8 @@ class RunConfig:
     threads: int | None = None
     """torch CPU threads (None keeps torch's default)."""
     method_options: MethodOptions = field(default_factory=MethodOptions)
+    pipeline: PipelineOptions = field(default_factory=PipelineOptions)
+    """Settings of the pipeline engine (ignored by the local engine)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -143,14 +176,30 @@ def validate(cfg: RunConfig) -> None:
         (cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}"),
         (cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}"),
         (cfg.lr > 0, f"lr must be > 0, got {cfg.lr}"),
-        (cfg.schedule in ("cos", "step", "const"), f"schedule must be cos, step or const, not '{cfg.schedule}'"),
+        (
+            cfg.schedule in ("cos", "cos0", "step", "const"),
+            f"schedule must be cos, cos0, step or const, not '{cfg.schedule}'",
+        ),
         (cfg.amp in ("auto", "none", "bf16", "fp16"), f"amp must be auto, none, bf16 or fp16, not '{cfg.amp}'"),
         (cfg.engine in ("local", "pipeline"), f"engine must be local or pipeline, not '{cfg.engine}'"),
         (isinstance(cfg.K, int) and cfg.K >= 1, f"K must be a positive integer, got {cfg.K}"),
+        *_pipeline_checks(cfg.pipeline),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def _pipeline_checks(p: PipelineOptions) -> list[tuple[bool, str]]:
+    return [
+        (p.depth >= 1, f"pipeline.depth must be >= 1, got {p.depth}"),
+        (p.replicas >= 1, f"pipeline.replicas must be >= 1, got {p.replicas}"),
+        (p.ema_interval >= 1, f"pipeline.ema_interval must be >= 1, got {p.ema_interval}"),
+        (p.mode in PIPELINE_MODES, f"pipeline.mode must be sync or async, not '{p.mode}'"),
+        (p.replay >= 1 and p.max_reuse >= 1, "pipeline.replay and pipeline.max_reuse must be >= 1"),
+        (p.backend in PIPELINE_BACKENDS, f"pipeline.backend must be auto, gloo or nccl, not '{p.backend}'"),
+        (p.timeout > 0 and p.heartbeat_timeout > 0, "pipeline.timeout and pipeline.heartbeat_timeout must be > 0"),
+    ]
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:

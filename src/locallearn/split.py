@@ -205,6 +205,7 @@ class SplitNet(nn.Module):
         self.cuts = list(cuts)
         self.unit_costs = costs
         self.coords = list(backbone.coords)
+        self.init_weights = backbone.init_weights  # the backbone's init rule, for copies of its blocks
 
     @property
     def num_stages(self) -> int:
@@ -229,8 +230,15 @@ def split_model(
     arch: str = "",
     dataset: str | None = None,
     input_shape: tuple[int, ...] = (3, 32, 32),
+    stem_module: bool = False,
 ) -> SplitNet:
-    """Split `backbone` into K stages; see the module docstring for what `split` accepts."""
+    """Split `backbone` into K stages; see the module docstring for what `split` accepts.
+
+    `stem_module=True` gives the stem a module of its own when the split has none (MAN++ trains it by its
+    own local loss), so the result then has K+1 stages: the true number of gradient-isolated modules.
+    """
     costs = measure_units(backbone.units, input_shape)
     cuts = resolve_cuts(backbone, k, split, arch=arch, dataset=dataset, costs=costs)
+    if stem_module and cuts[:1] != [0]:
+        cuts = [0, *cuts]
     return SplitNet(backbone, cuts, input_shape, costs)

@@ -1,5 +1,17 @@
 """Auxiliary networks built from boundary records."""
 
+from .build import DECODERS, make_decoder, make_head
 from .heads import HEAD_CONFIGS, AuxClassifier, Decoder, MLPSRHead
+from .imagenet import ImageNetDecoder, ImageNetHead
 
-__all__ = ["HEAD_CONFIGS", "AuxClassifier", "Decoder", "MLPSRHead"]
+__all__ = [
+    "DECODERS",
+    "HEAD_CONFIGS",
+    "AuxClassifier",
+    "Decoder",
+    "ImageNetDecoder",
+    "ImageNetHead",
+    "MLPSRHead",
+    "make_decoder",
+    "make_head",
+]

@@ -9,10 +9,10 @@ import argparse
 import sys
 
 from ..errors import LocalLearnError
-from . import demo, evaluate, listing, train
+from . import bench, demo, evaluate, listing, profile, train
 
 # name -> module with `add_parser(subparsers)` and `run(args) -> int`
-COMMANDS = {"train": train, "eval": evaluate, "list": listing, "demo": demo}
+COMMANDS = {"train": train, "eval": evaluate, "list": listing, "demo": demo, "profile": profile, "bench": bench}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,13 +33,19 @@ def run(args: argparse.Namespace) -> int:
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
         cfg = build_config(
             flags=dict(
-                arch=args.arch, method=method, K=args.K, dataset="cifar10-sample", epochs=args.epochs,
-                batch_size=args.batch_size, lr=args.lr, seed=args.seed, train_limit=args.train_limit,
+                arch=args.arch,
+                method=method,
+                K=args.K,
+                dataset="cifar10-sample",
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                seed=args.seed,
+                train_limit=args.train_limit,
                 # the sample is small: a short constant-then-cosine run without the 10-epoch blend
                 warmup_epochs=0,
                 # InfoPro's released ResNet-32 K=4 lambdas (reconstruction 6 -> 1, task 0 -> 2)
-                method_options=dict(ixx_1=6.0, ixy_1=0.0, ixx_2=1.0, ixy_2=2.0) if method.startswith("infopro")
-                else {},
+                method_options=dict(ixx_1=6.0, ixy_1=0.0, ixx_2=1.0, ixy_2=2.0) if method.startswith("infopro") else {},
             )
         )
         print(f"== {method} (K={cfg.K}) ==", flush=True)

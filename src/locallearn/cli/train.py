@@ -36,14 +36,14 @@ FIELD_HELP = {
     "method": "e.g. greedy, dgl, infopro, infopro:softmax, infopro+man, e2e",
     "K": "number of gradient-isolated stages",
     "split": "table | balanced-memory | stem-merged | even | even-memory | [[s,b],...] | units:i,j",
-    "dataset": "cifar10, cifar100, svhn, stl10 or cifar10-sample (bundled)",
+    "dataset": "cifar10, cifar100, svhn, stl10, cifar10-sample (bundled) or imagenet (train/ + val/ folders)",
     "data_dir": "folder holding the dataset files as distributed (archive or extracted)",
     "train_limit": "use only the first N training images",
     "test_limit": "use only the first N test images",
     "device": "auto, cpu, cuda, cuda:N",
     "amp": "auto, none, bf16, fp16",
     "engine": "local or pipeline (under torchrun)",
-    "schedule": "cos, step or const",
+    "schedule": "cos, cos0 (ImageNet), step or const",
 }
 
 
@@ -77,8 +77,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="run directory (default runs/<dataset>_<arch>_<method>_k<K>_s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--json", action="store_true", help="print summary.json on stdout")
-    p.add_argument("--stop-after-epoch", type=int, default=None, metavar="N",
-                   help="stop after epoch N (continue later with --resume), e.g. on a time-sliced machine")
+    p.add_argument(
+        "--stop-after-epoch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after epoch N (continue later with --resume), e.g. on a time-sliced machine",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -100,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
     if cfg.engine == "pipeline":
         from ..engine.pipeline import run_pipeline  # noqa: PLC0415  (only under torchrun)
 
-        summary = run_pipeline(cfg, out, resume=args.resume, progress=not args.no_progress)
+        summary = run_pipeline(
+            cfg, out, resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after_epoch
+        )
     else:
         if not args.resume and (out / CHECKPOINT).exists():
             raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")

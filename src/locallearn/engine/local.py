@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..methods import LocalLearner
+from ..methods import Batch, Carry, LocalLearner, StageResult
 
 
 @dataclass
@@ -68,34 +68,57 @@ class LocalEngine:
             self.scaler.step(self.optimizers[j])
         else:
             self.optimizers[j].step()
+        self.learner.after_step(j)
+
+    def stage_scope(self, k: int, carry: Carry, batch: Batch) -> contextlib.AbstractContextManager:
+        """Context around stage k's forward, backward and optimizer step: the seam profilers measure through."""
+        return contextlib.nullcontext()
+
+    def zero_grad(self) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+
+    def backward_stage(self, k: int, carry: Carry, batch: Batch) -> StageResult:
+        """Stage k's forward and local loss (under autocast), then its backward."""
+        with autocast_context(self.device, self.amp):
+            result = self.learner.train_stage(k, carry, batch)
+        loss = result.loss if self.scaler is None else self.scaler.scale(result.loss)
+        loss.backward()
+        return result
+
+    def close_stage(self, k: int, result: StageResult, y: torch.Tensor) -> Carry:
+        """Count stage k's loss and accuracy; return its output for stage k+1, detached.
+
+        Gradient isolation is enforced here, once, for every method and engine.
+        """
+        self.stats.loss[k] += result.loss.detach().float()
+        if result.logits is not None:
+            self.stats.correct[k] += (result.logits.detach().argmax(1) == y).sum()
+            self.stats.has_logits[k] = True
+        return {name: t.detach() for name, t in result.out.items()}
+
+    def end_step(self, samples: int) -> None:
+        if self.scaler is not None:
+            self.scaler.update()
+        self.stats.seen += samples
+        self.stats.steps += 1
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         learner, n = self.learner, self.learner.num_stages
         window = learner.window
         batch = learner.make_batch(x, y)
         carry = learner.initial_carry(batch)
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
+        self.zero_grad()
         for k in range(n):
-            with autocast_context(self.device, self.amp):
-                result = learner.train_stage(k, carry, batch)
-            loss = result.loss if self.scaler is None else self.scaler.scale(result.loss)
-            loss.backward()
-            learner.after_backward(k)
-            if k - window + 1 >= 0:
-                self._step(k - window + 1)
-            # Gradient isolation is enforced here, once, for every method.
-            carry = {name: t.detach() for name, t in result.out.items()}
-            self.stats.loss[k] += result.loss.detach().float()
-            if result.logits is not None:
-                self.stats.correct[k] += (result.logits.detach().argmax(1) == y).sum()
-                self.stats.has_logits[k] = True
+            with self.stage_scope(k, carry, batch):
+                result = self.backward_stage(k, carry, batch)
+                learner.after_backward(k)
+                if k - window + 1 >= 0:
+                    self._step(k - window + 1)
+            carry = self.close_stage(k, result, y)
         for j in range(max(n - window + 1, 0), n):
             self._step(j)
-        if self.scaler is not None:
-            self.scaler.update()
-        self.stats.seen += y.shape[0]
-        self.stats.steps += 1
+        self.end_step(y.shape[0])
 
 
 @torch.no_grad()

@@ -17,10 +17,14 @@ def lr_at(
 
     cos: the InfoPro-family rule with e = epoch + 1: 0.5*lr0*(1+cos(pi*e/E)), and for e <= warmup_epochs a
     linear blend from 0.01 into that curve: cos_part*(e-1)/W + 0.01*(W+1-e)/W.
+    cos0: the ImageNet rule (InfoPro/MAN/MLAAN imagenet_DDP.py) on the 0-based epoch, no blend:
+    0.5*lr0*(1+cos(pi*epoch/E)), so the first epoch runs at lr0.
     step: lr0 * 0.1^(number of milestones passed), milestones given as fractions of `epochs`.
     """
     if schedule == "const":
         return lr0
+    if schedule == "cos0":
+        return 0.5 * lr0 * (1 + math.cos(math.pi * epoch / epochs))
     if schedule == "step":
         passed = sum(epoch >= round(m * epochs) for m in milestones)
         return lr0 * 0.1**passed

@@ -18,19 +18,30 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..config import RunConfig
-from ..data import DatasetBundle, DeviceLoader, load_dataset
+from ..data.build import Loader, RunData, build_data
 from ..errors import ConfigError, TrainingError
-from ..methods import LocalLearner, build_learner, parse_method
+from ..methods import LocalLearner, build_learner, needs_stem_module, parse_method
 from ..models import MODELS, build_backbone
 from ..profile.memory import held_for_backward
 from ..split import split_model
 from .checkpoint import load_checkpoint, save_checkpoint, write_json, write_text
-from .local import LocalEngine, evaluate
+from .local import LocalEngine, StepStats, evaluate
 from .schedule import lr_at
 
 CHECKPOINT = "last.pt"
 # What the saved state and the data order depend on; everything else may change on --resume.
-RESUME_MUST_MATCH = ("arch", "method", "K", "split", "dataset", "train_limit", "batch_size", "seed", "method_options")
+RESUME_MUST_MATCH = (
+    "arch",
+    "method",
+    "K",
+    "split",
+    "dataset",
+    "image_size",
+    "train_limit",
+    "batch_size",
+    "seed",
+    "method_options",
+)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,11 +65,11 @@ class Run:
 
     cfg: RunConfig
     device: torch.device
-    data: DatasetBundle
+    data: RunData
     learner: LocalLearner
     optimizers: list[torch.optim.Optimizer]
-    train_loader: DeviceLoader
-    test_loader: DeviceLoader
+    train_loader: Loader
+    test_loader: Loader
 
 
 def use_channels_last(cfg: RunConfig, device: torch.device) -> bool:
@@ -75,8 +86,18 @@ def build_model(
     device: torch.device,
 ) -> LocalLearner:
     """The learner a run trains (backbone, split, method) on `device`; also what profile and bench measure."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # shapes are fixed per stage: let cuDNN pick its fastest kernels
     backbone = build_backbone(cfg.arch, num_classes)
-    net = split_model(backbone, cfg.K, cfg.split, arch=cfg.arch, dataset=cfg.dataset, input_shape=image_shape)
+    net = split_model(
+        backbone,
+        cfg.K,
+        cfg.split,
+        arch=cfg.arch,
+        dataset=cfg.dataset,
+        input_shape=image_shape,
+        stem_module=needs_stem_module(cfg.method),
+    )
     learner = build_learner(
         cfg.method, net, num_classes=num_classes, mean=mean, std=std, options=cfg.method_options
     ).to(device)
@@ -105,7 +126,8 @@ def build_optimizers(learner: LocalLearner, cfg: RunConfig) -> list[torch.optim.
     ]
 
 
-def build_run(cfg: RunConfig, device: torch.device | None = None) -> Run:
+def build_run(cfg: RunConfig, device: torch.device | None = None, *, distributed: bool | None = None) -> Run:
+    """`distributed` goes to `build_data` (False: every rank loads whole batches, as pipeline stages need)."""
     device = device or resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -114,20 +136,10 @@ def build_run(cfg: RunConfig, device: torch.device | None = None) -> Run:
     if ":" not in cfg.arch:
         MODELS.get(cfg.arch)
     torch.manual_seed(cfg.seed)
-    data = load_dataset(
-        cfg.dataset, cfg.data_dir, train_limit=cfg.train_limit, test_limit=cfg.test_limit, download=cfg.download
-    )
-    learner = build_model(
-        cfg, tuple(data.train_x.shape[1:]), data.num_classes, mean=data.mean, std=data.std, device=device
-    )
+    data = build_data(cfg, device, channels_last=use_channels_last(cfg, device), distributed=distributed)
+    learner = build_model(cfg, data.image_shape, data.num_classes, mean=data.mean, std=data.std, device=device)
     optimizers = build_optimizers(learner, cfg)
-    channels_last = use_channels_last(cfg, device)
-    common = dict(mean=data.mean, std=data.std, device=device, channels_last=channels_last)
-    train_loader = DeviceLoader(
-        data.train_x, data.train_y, cfg.batch_size, aug=data.aug, shuffle=True, seed=cfg.seed, **common
-    )
-    test_loader = DeviceLoader(data.test_x, data.test_y, cfg.eval_batch_size, aug=None, shuffle=False, **common)
-    return Run(cfg, device, data, learner, optimizers, train_loader, test_loader)
+    return Run(cfg, device, data, learner, optimizers, data.train, data.test)
 
 
 def _set_lr(optimizers: list[torch.optim.Optimizer], lr: float) -> None:
@@ -147,20 +159,32 @@ def _check_finite(losses: torch.Tensor, epoch: int, step: int, ckpt: Path) -> No
 
 
 class Trainer:
-    """Train one run into `out_dir`: config.yaml, metrics.jsonl/.csv, last.pt and summary.json."""
+    """Train one run into `out_dir`: config.yaml, metrics.jsonl/.csv, last.pt and summary.json.
 
-    def __init__(self, cfg: RunConfig, out_dir: str | Path, *, progress: bool = True) -> None:
+    The pipeline engine's trainer subclasses it: the hooks `make_engine`, `is_main`, `evaluate`, `save` and
+    `resume` are where the two differ.
+    """
+
+    def __init__(self, cfg: RunConfig, out_dir: str | Path, *, progress: bool = True, run: Run | None = None) -> None:
         self.cfg = cfg
         self.out = Path(out_dir)
         self.progress = progress
-        self.run = build_run(cfg)
+        self.run = run or build_run(cfg)
         amp = resolve_amp(cfg.amp, self.run.device)
         scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
         self.amp = amp
-        self.engine = LocalEngine(self.run.learner, self.run.optimizers, amp=amp, scaler=scaler)
+        self.engine = self.make_engine(amp, scaler)
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.elapsed = 0.0
+
+    def make_engine(self, amp: str, scaler: torch.amp.GradScaler | None) -> LocalEngine:
+        return LocalEngine(self.run.learner, self.run.optimizers, amp=amp, scaler=scaler)
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the run directory's files (config, metrics, summary)."""
+        return True
 
     @property
     def checkpoint_path(self) -> Path:
@@ -178,7 +202,10 @@ class Trainer:
         }
 
     def resume(self) -> None:
-        ckpt = load_checkpoint(self.checkpoint_path, self.run.device)
+        self.restore(load_checkpoint(self.checkpoint_path, self.run.device))
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """Continue from a checkpoint written by `state` (by either engine)."""
         saved, now = ckpt["config"], self.cfg.to_dict()
         diff = [k for k in RESUME_MUST_MATCH if saved.get(k) != now[k]]
         if diff:
@@ -200,19 +227,28 @@ class Trainer:
         rows = [",".join(keys)] + [",".join(_csv_cell(h[k]) for k in keys) for h in self.history]
         write_text(self.out / "metrics.csv", "\n".join(rows) + "\n")
 
-    def train_epoch(self, epoch: int) -> dict[str, Any]:
+    def begin_epoch(self, epoch: int) -> float:
+        """Set the epoch's learning rate and data order; returns the learning rate."""
         cfg, run = self.cfg, self.run
         lr = lr_at(epoch, cfg.epochs, cfg.lr, cfg.schedule, cfg.warmup_epochs, cfg.milestones)
         _set_lr(run.optimizers, lr)
         run.train_loader.set_epoch(epoch)
         run.learner.train()
-        bar = tqdm(
-            run.train_loader,
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=not self.progress,
+        return lr
+
+    def progress_bar(self, iterable: Any, epoch: int) -> tqdm:
+        return tqdm(
+            iterable,
+            desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
+            disable=not (self.progress and self.is_main),
             leave=False,
             dynamic_ncols=True,
         )
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        cfg, run = self.cfg, self.run
+        lr = self.begin_epoch(epoch)
+        bar = self.progress_bar(run.train_loader, epoch)
         start = time.perf_counter()
         self.engine.reset_stats()
         for step, (x, y) in enumerate(bar, start=1):
@@ -225,8 +261,15 @@ class Trainer:
         total = self.engine.reset_stats()
         if run.device.type == "cuda":
             torch.cuda.synchronize(run.device)
-        seconds = time.perf_counter() - start
-        test_acc, stage_acc, test_loss = evaluate(run.learner, run.test_loader, self.amp)
+        return self.epoch_record(epoch, lr, total, time.perf_counter() - start)
+
+    def evaluate(self) -> tuple[float, list[float | None], float]:
+        """(final accuracy, per-stage accuracy, mean final CE) on the test set."""
+        return evaluate(self.run.learner, self.run.test_loader, self.amp)
+
+    def epoch_record(self, epoch: int, lr: float, total: StepStats, seconds: float) -> dict[str, Any]:
+        """Evaluate, and the epoch's metrics row from the training statistics `total`."""
+        test_acc, stage_acc, test_loss = self.evaluate()
         train_acc = (total.correct.float() / max(total.seen, 1)).tolist()
         return {
             "epoch": epoch + 1,
@@ -239,22 +282,33 @@ class Trainer:
             "train_seconds": seconds,
         }
 
-    def fit(self, stop_after: int | None = None) -> dict[str, Any]:
-        """Train to `cfg.epochs` (or only up to epoch `stop_after`, to be continued with --resume)."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
-        run = self.run
-        x, y = next(iter(run.train_loader))
-        held = held_for_backward(run.learner, x, y)
+    def save(self, epoch: int) -> None:
+        """Checkpoint the end of `epoch` (atomically: a crash keeps the previous one)."""
+        save_checkpoint(self.checkpoint_path, self.state(epoch))
+
+    def fit(self, stop_after: int | None = None) -> dict[str, Any] | None:
+        """Train to `cfg.epochs` (or only up to epoch `stop_after`, to be continued with --resume).
+
+        Returns the summary (None in processes that are not `is_main`).
+        """
+        main, run = self.is_main, self.run
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+            x, y = next(iter(run.train_loader))
+            held = held_for_backward(run.learner, x, y)
         for epoch in range(self.start_epoch, min(self.cfg.epochs, stop_after or self.cfg.epochs)):
             t0 = time.perf_counter()
             record = self.train_epoch(epoch)
             self.elapsed += time.perf_counter() - t0
             self.history.append(record)
-            self._write_metrics()
-            save_checkpoint(self.checkpoint_path, self.state(epoch))
-            if self.progress:
+            if main:
+                self._write_metrics()
+            self.save(epoch)
+            if self.progress and main:
                 tqdm.write(_epoch_line(record))
+        if not main:
+            return None
         summary = self.summary(held)
         write_json(self.out / "summary.json", summary)
         return summary

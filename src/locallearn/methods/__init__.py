@@ -5,9 +5,11 @@ A method name is `objective[:variant][+mechanism[:arg]]...`, e.g. `infopro:softm
 
 from __future__ import annotations
 
+import re
+
 from ..errors import ConfigError
 from ..split import SplitNet
-from . import dgl, greedy, infopro  # noqa: F401  (register the objectives)
+from . import dgl, greedy, infopro, man  # noqa: F401  (register the objectives and mechanisms)
 from .base import AuxContext, AuxLoss, AuxOutput, Batch, Carry, Mechanism, Objective, StageResult
 from .learner import LocalLearner
 from .options import MethodOptions
@@ -28,6 +30,7 @@ __all__ = [
     "StageResult",
     "build_learner",
     "list_methods",
+    "needs_stem_module",
     "parse_method",
 ]
 
@@ -38,9 +41,10 @@ def list_methods() -> list[str]:
 
 def parse_method(name: str) -> tuple[str, str | None, list[tuple[str, str | None]]]:
     """`infopro:softmax+man` -> ("infopro", "softmax", [("man", None)])."""
-    parts = [p.strip() for p in name.split("+")]
-    if not parts[0]:
-        raise ConfigError(f"empty method in '{name}'; write e.g. infopro+man")
+    # "+" joins parts, but "man++" ends in two of them: a part is a name, an optional "++", an optional ":arg".
+    parts = re.findall(r"[^+:]+(?:\+\+)?(?::[^+]+)?", name.replace(" ", ""))
+    if not parts or "+".join(parts) != name.replace(" ", ""):
+        raise ConfigError(f"cannot parse method '{name}'; write e.g. infopro:softmax+contsup:R1E+man")
     obj, _, variant = parts[0].partition(":")
     if obj != "e2e" and obj not in OBJECTIVES:
         OBJECTIVES.get(obj)  # raises the listing error
@@ -59,6 +63,11 @@ def parse_method(name: str) -> tuple[str, str | None, list[tuple[str, str | None
     if obj == "e2e" and mechs:
         raise ConfigError("e2e trains one module end to end; mechanisms need a local objective")
     return obj, variant or None, mechs
+
+
+def needs_stem_module(method: str) -> bool:
+    """Whether a mechanism of `method` trains the stem as a module of its own (MAN++)."""
+    return any(getattr(MECHANISMS.get(m), "stem_module", False) for m, _ in parse_method(method)[2])
 
 
 def build_learner(

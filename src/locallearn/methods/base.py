@@ -63,6 +63,7 @@ class AuxContext:
     image_shape: tuple[int, ...]  # (3, H, W)
     num_classes: int
     next_stage_coord: tuple[int, int] | None = None  # [stage, block] of the next module's first block
+    stem_is_module: bool = False
 
 
 class Objective:
@@ -89,6 +90,7 @@ class Mechanism:
     name: str = ""
     window: int = 1
     incompatible: tuple[str, ...] = ()
+    stem_module: bool = False  # True: the split must give the stem a module of its own (MAN++)
 
     def __init__(self, options: MethodOptions, arg: str | None = None) -> None:
         self.options = options
@@ -122,6 +124,9 @@ class Mechanism:
 
     def after_backward(self, learner: LocalLearner, k: int) -> None:
         """Work after stage k's backward and before its optimizer step (MAN's EMA update)."""
+
+    def after_step(self, learner: LocalLearner, j: int) -> None:
+        """Work right after stage j's optimizer step."""
 
     def ema_pairs(self, learner: LocalLearner, k: int) -> list[tuple[nn.Module, nn.Module]]:
         """(twin, source) pairs updated after stage k's backward: the pipeline ships the sources across ranks."""

@@ -10,17 +10,28 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..aux import AuxClassifier, Decoder
+from ..aux import make_decoder, make_head
 from ..errors import ConfigError
 from ..losses import cross_entropy, reconstruction_loss, supcon_loss
 from .base import AuxContext, AuxLoss, AuxOutput, Batch, Objective
 from .registry import OBJECTIVES
 
 
-def infopro_lambdas(k: int, num_stages: int, first: tuple[float, float], last: tuple[float, float]):
+def infopro_lambdas(
+    k: int, num_stages: int, first: tuple[float, float], last: tuple[float, float], ratio: float | None = None
+) -> tuple[float, float]:
     """(lambda_1, lambda_2) of local module k (0-based, k < K-1): ratio k/(K-2), 0 when K = 2."""
-    ratio = k / (num_stages - 2) if num_stages > 2 else 0.0
+    if ratio is None:
+        ratio = k / (num_stages - 2) if num_stages > 2 else 0.0
     return tuple(a * (1 - ratio) + b * ratio for a, b in zip(first, last, strict=True))
+
+
+def legacy_stage_ratio(ctx: AuxContext) -> float:
+    """The released MAN/MAN++/MLAAN ratio: layer index of the next block over (K_cfg - 2), where K_cfg counts
+    the stem as a module as their configs do (one more than our module count when the stem is merged)."""
+    k_cfg = ctx.num_stages + (0 if ctx.stem_is_module else 1)
+    layer = ctx.next_stage_coord[0] if ctx.next_stage_coord else 0
+    return layer / (k_cfg - 2) if k_cfg > 2 else 0.0
 
 
 class InfoProAux(AuxLoss):
@@ -78,12 +89,13 @@ class InfoPro(Objective):
 
     def build_aux(self, ctx: AuxContext) -> AuxLoss:
         o = self.options
-        l_rec, l_task = infopro_lambdas(ctx.k, ctx.num_stages, (o.ixx_1, o.ixy_1), (o.ixx_2, o.ixy_2))
+        ratio = legacy_stage_ratio(ctx) if o.legacy_stage_ratio else None
+        l_rec, l_task = infopro_lambdas(ctx.k, ctx.num_stages, (o.ixx_1, o.ixy_1), (o.ixx_2, o.ixy_2), ratio)
         contrast = self.variant == "contrast"
         channels = ctx.feature_shape[0]
         head = None
         if l_task != 0:
             out_dim = o.aux_feature_dim * o.aux_widen if contrast else ctx.num_classes
-            head = AuxClassifier(channels, o.aux_net or "1c2f", out_dim, o.aux_feature_dim, o.aux_widen)
-        decoder = Decoder(channels, ctx.image_shape[1:], o.aux_widen) if l_rec != 0 else None
+            head = make_head(channels, o.aux_net or "1c2f", out_dim, o.aux_feature_dim, o.aux_widen)
+        decoder = make_decoder(o.decoder, channels, ctx.image_shape[1:], o.aux_widen) if l_rec != 0 else None
         return InfoProAux(head, decoder, (l_rec, l_task), contrast, o.temperature)

@@ -50,6 +50,7 @@ class LocalLearner(nn.Module):
                 image_shape=self.image_shape,
                 num_classes=num_classes,
                 next_stage_coord=net.coords[net.records[k + 1].first_unit],
+                stem_is_module=net.stem_is_module,
             )
             self.own(k, "aux", objective.build_aux(ctx))
 
@@ -144,7 +145,19 @@ class LocalLearner(nn.Module):
         for mech in self.mechanisms:
             mech.after_backward(self, k)
 
+    def after_step(self, j: int) -> None:
+        for mech in self.mechanisms:
+            mech.after_step(self, j)
+
     # ----------------------------------------------------------------------------------------- inference
+    def predict_stage(self, k: int, carry: Carry, batch: Batch) -> tuple[torch.Tensor | None, Carry]:
+        """Inference of stage k: its aux classifier's logits (None without one; the final logits at k = K-1)
+        and the carry for stage k+1. The engines call it stage by stage; the pipeline on the stage's rank."""
+        h, out = self._advance(k, carry, batch)
+        if k == self.num_stages - 1:
+            return h, out
+        return self.owned[k]["aux"].predict(self.aux_feature(k, h)), out
+
     @torch.no_grad()
     def predict_stages(self, x: torch.Tensor) -> list[torch.Tensor | None]:
         """Logits of every stage's aux classifier (None where it has none) and, last, the final logits."""
@@ -152,11 +165,8 @@ class LocalLearner(nn.Module):
         carry = self.initial_carry(batch)
         outs: list[torch.Tensor | None] = []
         for k in range(self.num_stages):
-            h, carry = self._advance(k, carry, batch)
-            if k < self.num_stages - 1:
-                outs.append(self.owned[k]["aux"].predict(self.aux_feature(k, h)))
-            else:
-                outs.append(h)
+            logits, carry = self.predict_stage(k, carry, batch)
+            outs.append(logits)
         return outs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

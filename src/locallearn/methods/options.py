@@ -8,7 +8,12 @@ from dataclasses import dataclass
 @dataclass
 class MethodOptions:
     aux_net: str | None = None
-    """Aux head: 0c1f/0c2f/1c1f/1c2f/1c3f/2c2f or mlp-sr. Default: greedy 0c1f, dgl mlp-sr, infopro 1c2f."""
+    """Aux head: 0c1f/0c2f/1c1f/1c2f/1c3f/2c2f, mlp-sr or imagenet (InfoPro's 4-conv ImageNet head, infopro only).
+    Default: greedy 0c1f, dgl mlp-sr, infopro 1c2f."""
+    decoder: str = "cifar"
+    """InfoPro reconstruction decoder: cifar (upsample to the image, two convs) or imagenet (conv + 2x upsample
+    steps up to the image, for the 512/1024-channel features of ImageNet ResNets; like the imagenet head, it
+    ignores aux_widen)."""
     aux_feature_dim: int = 128
     """D: hidden width of the aux MLP and the contrastive embedding size."""
     aux_widen: int = 1
@@ -23,3 +28,13 @@ class MethodOptions:
     """InfoPro lambda_2 of the last local module."""
     temperature: float = 0.07
     """SupCon temperature (and base temperature) of the contrast variant."""
+    legacy_stage_ratio: bool = False
+    """Interpolate lambda by the stage index of the next block, lo/(K-2), as the released MAN/MAN++/MLAAN code
+    does, instead of by the module index."""
+    ema_momentum: float = 0.995
+    """m of the EMA twins (MAN, MAN++, MLAAN): twin <- m * twin + (1 - m) * source. 1 freezes them."""
+    ema_timing: str = "after_backward"
+    """When MAN/MAN++ twins are updated: after_backward (of the local loss, before any step; the released order)
+    or after_step (after the source block's optimizer step; the papers' description)."""
+    man_copy_init: bool = False
+    """Start MAN's trainable copy and EMA twin as exact copies of the next block (released: fresh random init)."""

@@ -38,6 +38,16 @@ class Backbone(nn.Module):
             x = unit(x)
         return x
 
+    @staticmethod
+    def init_weights(module: nn.Module) -> None:
+        """The backbone's initialisation rule, applied to copies of its blocks (MAN/MLAAN twins).
+
+        The default is PyTorch's own per-layer init; backbones with a paper-specific rule override it.
+        """
+        for m in module.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+
 
 class ClassifierHead(nn.Module):
     """Global average pool + flatten + linear: (B, C, H, W) -> (B, classes)."""

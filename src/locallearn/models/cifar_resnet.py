@@ -77,6 +77,8 @@ class CifarResNet(Backbone):
         super().__init__(units, names, coords)
         init_cifar_resnet(self)
 
+    init_weights = staticmethod(init_cifar_resnet)
+
 
 @MODELS.register("resnet32")
 def resnet32(num_classes: int = 10) -> CifarResNet:

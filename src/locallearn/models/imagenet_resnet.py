@@ -156,7 +156,11 @@ class ImageNetResNet(Backbone):
         names.append("head")
         coords.append(None)
         super().__init__(units, names, coords)
+        self.zero_init_residual = zero_init_residual
         init_imagenet_resnet(self, zero_init_residual)
+
+    def init_weights(self, module: nn.Module) -> None:
+        init_imagenet_resnet(module, self.zero_init_residual)
 
 
 @MODELS.register("resnet18")

@@ -7,6 +7,8 @@ for a training-mode forward: the activation memory a unit holds until its backwa
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -21,8 +23,18 @@ class UnitCost:
     saved_bytes: int  # bytes saved for backward per sample (training mode)
 
 
-def _flop_hook(counter: list[int]):
-    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+class FlopCounter:
+    """Context manager summing the forward FLOPs of the Conv2d and Linear layers under `roots`.
+
+    Counted with forward hooks, so it sees exactly the calls made (a module run twice counts twice) and works
+    for any model built from standard layers. FLOPs are for the whole batch; divide by its size per sample.
+    """
+
+    def __init__(self, *roots: nn.Module) -> None:
+        self._modules = list({id(m): m for root in roots for m in root.modules()}.values())
+        self.flops = 0
+
+    def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
         if isinstance(module, nn.Conv2d):
             kh, kw = module.kernel_size
             macs = out.numel() * (module.in_channels // module.groups) * kh * kw
@@ -30,34 +42,59 @@ def _flop_hook(counter: list[int]):
             macs = out.numel() * module.in_features
         else:
             return
-        counter[0] += 2 * macs
+        self.flops += 2 * macs
 
-    return hook
+    def __enter__(self) -> FlopCounter:
+        self._handles = [m.register_forward_hook(self._hook) for m in self._modules]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+class _Saved:
+    """What autograd keeps instead of a saved tensor: a box that dies with the graph node holding it."""
+
+    __slots__ = ("tensor", "__weakref__")
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
 
 
 class SavedTensorMeter:
-    """Context manager summing the distinct storages autograd saves for backward (CPU or CUDA).
+    """Context manager recording the distinct storages autograd saves for backward (CPU or CUDA).
 
-    Parameters are excluded: they are counted once as weights, not as activations.
+    Tensors sharing storage with `exclude` (parameters and buffers: counted once as weights, not as
+    activations) are skipped. `storages` maps each storage's address to its size, so that the meters of
+    stages alive at the same time can be merged without counting a shared storage twice; `alive()` says which
+    of them a graph still holds (after a backward has freed it, none).
     """
 
-    def __init__(self, exclude: list[torch.Tensor] | tuple[torch.Tensor, ...] = ()) -> None:
+    def __init__(self, exclude: Iterable[torch.Tensor] = ()) -> None:
         self._exclude = {t.untyped_storage().data_ptr() for t in exclude}
-        self._seen: dict[int, int] = {}
+        self.storages: dict[int, int] = {}
+        self._boxes: dict[int, list[weakref.ref]] = {}
 
-    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+    def _pack(self, t: torch.Tensor) -> _Saved:
+        box = _Saved(t)
         storage = t.untyped_storage()
         ptr = storage.data_ptr()
-        if ptr not in self._exclude and ptr not in self._seen:
-            self._seen[ptr] = storage.nbytes()
-        return t
+        if ptr not in self._exclude:
+            self.storages.setdefault(ptr, storage.nbytes())
+            self._boxes.setdefault(ptr, []).append(weakref.ref(box))
+        return box
 
     @property
     def bytes(self) -> int:
-        return sum(self._seen.values())
+        return sum(self.storages.values())
+
+    def alive(self) -> dict[int, int]:
+        """The recorded storages that some graph still holds for backward."""
+        return {ptr: self.storages[ptr] for ptr, refs in self._boxes.items() if any(r() is not None for r in refs)}
 
     def __enter__(self) -> SavedTensorMeter:
-        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda box: box.tensor)
         self._ctx.__enter__()
         return self
 
@@ -77,19 +114,15 @@ def measure_units(units: nn.ModuleList, input_shape: tuple[int, ...], batch: int
     costs: list[UnitCost] = []
     for unit in units:
         unit.train()
-        counter = [0]
-        handles = [m.register_forward_hook(_flop_hook(counter)) for m in unit.modules()]
         params = list(unit.parameters())
         x = x.detach().requires_grad_(True)
-        with SavedTensorMeter(exclude=params) as meter:
+        with SavedTensorMeter(exclude=params) as meter, FlopCounter(unit) as counter:
             out = unit(x)
-        for h in handles:
-            h.remove()
         costs.append(
             UnitCost(
                 out_shape=tuple(out.shape[1:]),
                 params=sum(p.numel() for p in params),
-                flops=counter[0] // batch,
+                flops=counter.flops // batch,
                 saved_bytes=meter.bytes // batch,
             )
         )

@@ -1,32 +1,106 @@
-"""Bytes held for backward during one training step, per stage (the CPU memory convention).
+"""A training step traced stage by stage: what each stage holds for backward, and what is alive beside it.
 
-For each stage we count the distinct storages autograd saves while that stage's local loss is built; the
-local engine frees them at the stage's backward, so a local step holds max_k(saved_k) at once while E2E
-(K = 1) holds the whole network's. Measured on a deep copy, so the model and its BN statistics are untouched.
+The CPU memory convention: a stage holds the distinct storages autograd saves while its local loss is built
+(parameters and buffers excluded: they are weights). The local engine frees them at the stage's backward,
+so while stage k runs the memory in use is its own saved storages, plus whatever earlier stages' graphs
+still hold (a cascade that keeps a graph across a boundary), plus the batch and the carry entering it.
+Liveness is observed, not assumed from the method's `window`: a storage counts as alive at stage k when a
+graph node still holds it as stage k starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import torch
 
-from ..methods import LocalLearner
-from .costs import SavedTensorMeter
+from ..engine.local import LocalEngine
+from ..methods import Batch, Carry, LocalLearner
+from .costs import FlopCounter, SavedTensorMeter
+
+
+def storage_sizes(tensors: Iterable[torch.Tensor]) -> dict[int, int]:
+    """Address -> bytes of the distinct storages behind `tensors`."""
+    return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+
+
+@dataclass
+class StageTrace:
+    """One stage of one traced step. Bytes and FLOPs are for the whole batch."""
+
+    saved: dict[int, int]  # storage address -> bytes saved for backward while the stage ran
+    backbone_bytes: int  # the part of `saved` recorded by the end of the stage's backbone forward
+    alive_in: dict[int, int]  # earlier graphs' saved storages, the batch and the carry, alive as the stage starts
+    flops: int  # forward FLOPs: the stage's backbone, aux nets and mechanisms
+    backbone_flops: int  # forward FLOPs of the stage's backbone units alone
+    cuda_peak_bytes: int | None  # max_memory_allocated over the stage (CUDA only, reset as it starts)
+
+    @property
+    def held_bytes(self) -> int:
+        return sum(self.saved.values())
+
+    @property
+    def aux_bytes(self) -> int:
+        """Held by what runs after the backbone forward: aux nets, mechanisms' extra terms, the loss."""
+        return self.held_bytes - self.backbone_bytes
+
+    @property
+    def live_bytes(self) -> int:
+        """Activation memory in use at the stage's backward: its own saved storages and everything alive beside."""
+        return sum({**self.alive_in, **self.saved}.values())
+
+
+class TracingEngine(LocalEngine):
+    """A LocalEngine that records a StageTrace for every stage of each step; `traces` holds the last step's."""
+
+    traces: list[StageTrace]
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.traces, self._meters = [], []
+        super().train_step(x, y)
+
+    @contextlib.contextmanager
+    def stage_scope(self, k: int, carry: Carry, batch: Batch) -> Iterator[None]:
+        learner, cuda = self.learner, self.device.type == "cuda"
+        alive = storage_sizes([batch.x, batch.y, batch.x01, *carry.values()])
+        for meter in self._meters:
+            alive.update(meter.alive())
+        meter = SavedTensorMeter(exclude=[*learner.parameters(), *learner.buffers()])
+        stage = learner.net.stages[k]
+        marks: list[int] = []
+        handle = stage.register_forward_hook(lambda *_: marks.append(meter.bytes))
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        try:
+            with meter, FlopCounter(learner) as everything, FlopCounter(stage) as backbone:
+                yield
+        finally:
+            handle.remove()
+        self._meters.append(meter)
+        self.traces.append(
+            StageTrace(
+                saved=dict(meter.storages),
+                backbone_bytes=marks[0] if marks else 0,
+                alive_in=alive,
+                flops=everything.flops,
+                backbone_flops=backbone.flops,
+                cuda_peak_bytes=torch.cuda.max_memory_allocated(self.device) if cuda else None,
+            )
+        )
 
 
 def held_for_backward(learner: LocalLearner, x: torch.Tensor, y: torch.Tensor) -> list[int]:
-    """Saved-for-backward bytes of each stage's local step on batch (x, y); parameters excluded."""
+    """Saved-for-backward bytes of each stage's local step on batch (x, y); parameters excluded.
+
+    Traced on a deep copy, so the model, its BN statistics and its optimizers are untouched.
+    """
     probe = copy.deepcopy(learner)
     probe.train()
-    batch = probe.make_batch(x, y)
-    carry = probe.initial_carry(batch)
-    params = list(probe.parameters()) + list(probe.buffers())
-    held = []
-    for k in range(probe.num_stages):
-        with SavedTensorMeter(exclude=params) as meter:
-            result = probe.train_stage(k, carry, batch)
-        result.loss.backward()
-        carry = {name: t.detach() for name, t in result.out.items()}
-        held.append(meter.bytes)
-    return held
+    # lr = 0 and no momentum: the copy's step changes nothing, and it is thrown away anyway.
+    optimizers = [torch.optim.SGD(probe.stage_parameters(k), lr=0.0) for k in range(probe.num_stages)]
+    engine = TracingEngine(probe, optimizers)
+    engine.train_step(x, y)
+    return [trace.held_bytes for trace in engine.traces]

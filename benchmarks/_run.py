@@ -1,0 +1,25 @@
+"""Shared by the benchmark scripts: run one `locallearn` command, echoing it so every result says what made it."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from locallearn.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def recipe(name: str) -> str:
+    """A bundled recipe's path, relative to the repository root when run from there."""
+    path = ROOT / "configs" / name
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+def run(args: list[str]) -> int:
+    """Run `locallearn <args> <this script's own arguments>` (e.g. `--device cuda`), printing the command."""
+    argv = [*args, *sys.argv[1:]]
+    print("$ locallearn " + shlex.join(argv), file=sys.stderr, flush=True)
+    return main(argv)

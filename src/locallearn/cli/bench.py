@@ -1,0 +1,71 @@
+"""`locallearn bench`: sweeps written under benchmarks/results/ as JSON, CSV, Markdown and plots.
+
+`--mode sweep` (default): for each method x K x seed, train for the config's budget (`--epochs`,
+`--train-limit`) and record test error, training throughput (images/s, warm-up excluded) and peak memory
+next to E2E. `--mode overhead`: the wall-time overhead of each method over E2E on the same device,
+timed in alternating rounds in one process, beside the theoretical (FLOPs) overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .profile import add_sweep_flags, expand_configs, int_list
+
+DEFAULT_OUT = "benchmarks/results"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench", help="accuracy / throughput / memory sweeps, or wall-time overhead vs E2E", conflict_handler="resolve"
+    )
+    add_sweep_flags(p)
+    p.add_argument("--seed", type=int_list, default=None, help="seed or comma list, e.g. 0,1,2")
+    p.add_argument("--mode", choices=("sweep", "overhead"), default="sweep")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
+    p.add_argument("--no-train", action="store_true", help="sweep: skip training (throughput and memory only)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per run (overhead: per round)")
+    p.add_argument("--warmup-steps", type=int, default=2, help="untimed steps before timing")
+    p.add_argument("--rounds", type=int, default=3, help="overhead: alternating timing rounds")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..engine.trainer import resolve_device
+    from ..profile.plots import plot_vs_k
+    from ..profile.results import result_stem, write_results
+    from ..profile.sweep import overhead, sweep
+    from ..profile.tables import overhead_table, sweep_table
+
+    cfgs = expand_configs(args, seeds=args.seed)
+    if cfgs[0].threads:
+        torch.set_num_threads(cfgs[0].threads)
+    out = Path(args.out)
+    stem = result_stem(args.name or args.mode, resolve_device(cfgs[0].device))
+    if args.mode == "overhead":
+        rows = overhead(cfgs, steps=args.steps, rounds=args.rounds, warmup=args.warmup_steps)
+        table = overhead_table(rows)
+        paths = write_results(rows, out, stem, table)
+    else:
+        rows = sweep(
+            cfgs,
+            out / "tmp" / "runs",
+            train=not args.no_train,
+            steps=args.steps,
+            warmup=args.warmup_steps,
+            progress=not args.no_progress,
+        )
+        table = sweep_table(rows)
+        paths = write_results(rows, out, stem, table)
+        plots = [
+            plot_vs_k(rows, lambda r: r.get("error"), "test error (%)", out / f"{stem}_error.png"),
+            plot_vs_k(rows, lambda r: 100 * r["ratio"], "peak memory (% of E2E)", out / f"{stem}_memory.png", 100.0),
+        ]
+        paths += [p for p in plots if p is not None]
+    print(table)
+    print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    return 0

@@ -1,0 +1,86 @@
+"""`locallearn profile`: memory per stage and in total, FLOPs, and the ratio to E2E, for one step of each run.
+
+Takes the flags of `train`, where `--config`, `--method` and `--K` may list several values: every
+combination is profiled (e.g. `--method greedy,dgl,infopro --K 2,4,8,16`), each next to E2E on the same
+synthetic batch. `--json` prints one object per run; `--out` also writes JSON/CSV/Markdown with provenance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+
+from ..config import RunConfig
+from ..errors import ConfigError
+from .train import add_config_flags, config_from_args
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got '{text}'") from e
+
+
+def add_sweep_flags(p: argparse.ArgumentParser) -> None:
+    """The config flags of `train`, with lists where a sweep needs them; `p` must resolve conflicts."""
+    add_config_flags(p)
+    p.add_argument("--config", nargs="+", default=None, help="one or more YAML recipes (each is a run)")
+    p.add_argument("--method", default=None, help="method or comma list, e.g. e2e,greedy,dgl,infopro+man")
+    p.add_argument("--K", type=int_list, default=None, help="K or comma list, e.g. 2,4,8,16 (e2e runs once, K=1)")
+    p.add_argument("--out", default=None, help="also write <name>_<hardware>_<yyyymm>.json/.csv/.md here")
+    p.add_argument("--name", default=None, help="result file prefix (default: the command's name)")
+
+
+def expand_configs(args: argparse.Namespace, seeds: list[int] | None = None) -> list[RunConfig]:
+    """Every combination of recipes x methods x K (x seeds) as a resolved RunConfig, duplicates dropped."""
+    methods = [m.strip() for m in args.method.split(",") if m.strip()] if args.method else [None]
+    combos = itertools.product(args.config or [None], methods, args.K or [None], seeds or [args.seed])
+    cfgs: dict[str, RunConfig] = {}
+    for recipe, method, k, seed in combos:
+        single = argparse.Namespace(**{**vars(args), "config": recipe, "method": method, "K": k, "seed": seed})
+        cfg = config_from_args(single)
+        cfgs.setdefault(json.dumps(cfg.to_dict(), sort_keys=True), cfg)  # e2e forces K = 1: once per seed
+    return list(cfgs.values())
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "profile", help="memory, FLOPs and peak vs E2E of one training step, per stage", conflict_handler="resolve"
+    )
+    add_sweep_flags(p)
+    p.add_argument("--image-size", type=int, default=None, help="input height and width (default: the dataset's)")
+    p.add_argument("--num-classes", type=int, default=None, help="label count (default: the dataset's, else 10)")
+    p.add_argument("--warmup-steps", type=int, default=1, help="steps run before the measured one")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per run")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..engine.trainer import resolve_device
+    from ..profile.compare import compare_runs
+    from ..profile.probe import input_spec
+    from ..profile.provenance import provenance
+    from ..profile.results import result_stem, write_results
+    from ..profile.tables import profile_report
+
+    if args.warmup_steps < 0:
+        raise ConfigError(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
+    cfgs = expand_configs(args)
+    if cfgs[0].threads:
+        torch.set_num_threads(cfgs[0].threads)
+    runs = [(cfg, input_spec(cfg.dataset, args.image_size, args.num_classes)) for cfg in cfgs]
+    rows = [
+        {**row, "config": cfg.to_dict(), **provenance(resolve_device(cfg.device))}
+        for row, cfg in zip(compare_runs(runs, args.warmup_steps), cfgs, strict=True)
+    ]
+    report = profile_report(rows)
+    print(json.dumps(rows, indent=2) if args.json else report)
+    if args.out:
+        stem = result_stem(args.name or "profile", resolve_device(cfgs[0].device))
+        paths = write_results(rows, args.out, stem, report)
+        print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    return 0

@@ -1,0 +1,222 @@
+"""`--engine pipeline`: each torchrun rank trains one group of stages, optionally with data-parallel replicas.
+
+    torchrun --nproc-per-node 2 -m locallearn train --engine pipeline --config ... [--set pipeline.replicas=2]
+
+Rank 0 of each replica reads the data; every rank builds the same learner from the same seed and trains only
+its own stages. The Trainer drives epochs, evaluation (through the pipeline, counts summed over all ranks),
+metrics and the summary, written by rank 0 alone. The checkpoint is one atomic file in the local engine's
+format: at the end of each epoch every stage's state is gathered from its owner to rank 0, so a crash keeps
+the previous epoch whole, `--resume` restarts every rank from it (with any number of ranks), and
+`locallearn eval` or the local engine can read it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from ..config import RunConfig
+from ..dist.groups import Launch, launch, make_groups
+from ..dist.monitor import Monitor
+from ..dist.topology import make_topology
+from ..errors import ConfigError, TrainingError
+from .checkpoint import load_checkpoint, save_checkpoint
+from .pipeline_engine import PipelineEngine
+from .pipeline_plan import PipelinePlan, trace_stages
+from .trainer import CHECKPOINT, Trainer, _check_finite, build_run, use_channels_last
+
+
+def run_pipeline(
+    cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bool = True, stop_after: int | None = None
+) -> dict[str, Any] | None:
+    """Train `cfg` with this process as one rank of the pipeline; the summary on rank 0, None elsewhere."""
+    me = launch(cfg.pipeline, cfg.device)
+    store = dist.PrefixStore(
+        f"locallearn/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/", dist.distributed_c10d._get_default_store()
+    )
+    monitor = Monitor(store, me.rank, me.world, timeout=cfg.pipeline.heartbeat_timeout)
+    monitor.start()
+    try:
+        if me.rank == 0 and not resume and (Path(out) / CHECKPOINT).exists():
+            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        trainer = PipelineTrainer(cfg, out, launch=me, monitor=monitor, progress=progress)
+        if resume:
+            trainer.resume()
+        summary = trainer.fit(stop_after=stop_after)
+    except BaseException as e:
+        mine = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        first = monitor.report(mine)
+        if first.endswith(mine) or isinstance(e, KeyboardInterrupt):
+            raise  # this rank is the root cause: its own error, as the local engine would show it
+        raise TrainingError(f"the pipeline stopped because {first} (on rank {me.rank}: {mine})") from e
+    monitor.stop()
+    dist.barrier(group=trainer.groups.control)  # nobody leaves, taking the store with it, while others finish
+    dist.destroy_process_group()
+    return summary
+
+
+def _on_host(obj: Any) -> Any:
+    """`obj` with every tensor moved to the CPU (to pickle it across ranks)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _on_host(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_on_host(v) for v in obj)
+    return obj
+
+
+class PipelineTrainer(Trainer):
+    engine: PipelineEngine
+
+    def __init__(
+        self, cfg: RunConfig, out_dir: str | Path, *, launch: Launch, monitor: Monitor, progress: bool = True
+    ) -> None:
+        self.launch, self.monitor = launch, monitor
+        # Every rank builds the whole learner from the same seed (so each stage starts as under the local
+        # engine) and loads whole batches: rank 0 of each replica slices out its share.
+        run = build_run(cfg, launch.device, distributed=False)
+        if cfg.batch_size < cfg.pipeline.replicas:
+            raise ConfigError(f"batch_size {cfg.batch_size} is smaller than pipeline.replicas")
+        flops = [record.flops for record in run.learner.net.records]
+        self.topo = make_topology(launch.rank, launch.world, cfg.pipeline.replicas, flops)
+        self.groups = make_groups(self.topo)
+        self.times = torch.zeros(launch.world, 2, dtype=torch.float64)  # busy and idle seconds of every rank
+        super().__init__(cfg, out_dir, progress=progress, run=run)
+
+    def make_engine(self, amp: str, scaler: torch.amp.GradScaler | None) -> PipelineEngine:
+        cfg, learner, device = self.cfg, self.run.learner, self.run.device
+        plan = PipelinePlan(learner, self.topo, trace_stages(learner, device, amp))
+        share = self.topo.replicas
+        return PipelineEngine(
+            learner,
+            self.run.optimizers,
+            plan=plan,
+            groups=self.groups,
+            launch=self.launch,
+            options=cfg.pipeline,
+            capacity=(math.ceil(cfg.batch_size / share), math.ceil(cfg.eval_batch_size / share)),
+            channels_last=use_channels_last(cfg, device),
+            amp=amp,
+            scaler=scaler,
+        )
+
+    @property
+    def is_main(self) -> bool:
+        return self.launch.rank == 0
+
+    def _batches(self, loader: Any, count: int | None) -> Any:
+        """The loader's batches at position 0; placeholders elsewhere (their carries come from the previous rank)."""
+        if self.topo.position == 0:
+            return loader
+        return itertools.repeat((None, None)) if count is None else itertools.repeat((None, None), count)
+
+    # ----------------------------------------------------------------------------------------- epochs
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        cfg, engine = self.cfg, self.engine
+        lr = self.begin_epoch(epoch)
+        steps = len(self.run.train_loader)
+        engine.begin_epoch(steps)
+        start = time.perf_counter()
+        bar = self.progress_bar(self._batches(self.run.train_loader, None if engine.asynchronous else steps), epoch)
+        for step, (x, y) in enumerate(bar, start=1):
+            if not engine.train_step(x, y):
+                break
+            if step % cfg.log_every == 0 or step == steps:
+                self._progress(epoch, step, bar)
+        total, times = engine.end_epoch()
+        if self.run.device.type == "cuda":
+            torch.cuda.synchronize(self.run.device)
+        seconds = time.perf_counter() - start
+        mine = torch.zeros_like(self.times)
+        mine[self.launch.rank] = torch.tensor(times, dtype=torch.float64)
+        dist.all_reduce(mine, group=self.groups.control)
+        self.times += mine
+        record = self.epoch_record(epoch, lr, total, seconds)
+        record["stage_busy"] = self._busy_fractions(mine)
+        return record
+
+    def _progress(self, epoch: int, step: int, bar: Any) -> None:
+        """Check this rank's losses, publish them, and (rank 0) show every stage's loss and busy fraction."""
+        engine = self.engine
+        running = engine.stats.loss / step
+        _check_finite(running, epoch, step, self.checkpoint_path)
+        busy, idle = engine.clock.peek()
+        own = {str(k): running[k].item() for k in self.topo.stages}
+        self.monitor.publish(step=step, loss=own, busy=busy / max(busy + idle, 1e-9))
+        if self.is_main:
+            peers = self.monitor.peers()
+            heads = [peers.get(self.topo.rank_of(p, 0), {}) for p in range(self.topo.positions)]
+            losses = [f"{v:.3f}" for h in heads for v in h.get("loss", {}).values()]
+            busy_text = " ".join(f"{h['busy']:.0%}" if "busy" in h else "-" for h in heads)
+            bar.set_postfix_str(f"{' '.join(losses)} | busy {busy_text}", refresh=False)
+
+    def _busy_fractions(self, times: torch.Tensor) -> list[float]:
+        """Busy fraction of each position (mean over its replicas)."""
+        fractions = times[:, 0] / times.sum(1).clamp(min=1e-9)
+        return [round(fractions[self.topo.replica_ranks(p)].mean().item(), 4) for p in range(self.topo.positions)]
+
+    def evaluate(self) -> tuple[float, list[float | None], float]:
+        engine, loader = self.engine, self.run.test_loader
+        self.run.learner.eval()
+        engine.begin_eval(len(loader))
+        for x, y in self._batches(loader, len(loader)):
+            engine.eval_step(x, y)
+        result = engine.end_eval()
+        self.run.learner.train()
+        return result
+
+    # ----------------------------------------------------------------------------------------- checkpoints
+    def save(self, epoch: int) -> None:
+        """Gather every stage's modules and optimizer from its owner (replica 0) and commit them on rank 0."""
+        learner, own = self.run.learner, {}
+        if self.topo.replica == 0:
+            state = learner.state_dict()
+            for k in self.topo.stages:
+                prefixes = (f"net.stages.{k}.", f"owned.{k}.")
+                tensors = {key: v for key, v in state.items() if key.startswith(prefixes)}
+                own[k] = _on_host((tensors, self.run.optimizers[k].state_dict()))
+        parts: list[Any] | None = [None] * self.launch.world if self.is_main else None
+        dist.gather_object(own, parts, dst=0, group=self.groups.control)
+        if self.is_main:
+            state = self.state(epoch)
+            for part in parts:
+                for k, (tensors, optimizer) in part.items():
+                    state["learner"].update(tensors)
+                    state["optimizers"][k] = optimizer
+            state["pipeline"] = self.pipeline_stats()
+            save_checkpoint(self.checkpoint_path, state)
+        dist.barrier(group=self.groups.control)  # epoch `epoch` is durable on every rank's return
+
+    def resume(self) -> None:
+        """Rank 0 reads the checkpoint and hands it to every rank (the run directory need not be shared)."""
+        box = [load_checkpoint(self.checkpoint_path, "cpu") if self.is_main else None]
+        dist.broadcast_object_list(box, src=0, group=self.groups.control)
+        self.restore(box[0])
+        self.engine.start_at(self.start_epoch * len(self.run.train_loader))
+
+    # ----------------------------------------------------------------------------------------- summary
+    def pipeline_stats(self) -> dict[str, Any]:
+        topo, busy, idle = self.topo, self.times[:, 0], self.times[:, 1]
+        return {
+            "world_size": self.launch.world,
+            "backend": self.launch.backend,
+            "mode": self.cfg.pipeline.mode,
+            "depth": self.cfg.pipeline.depth,
+            "replicas": topo.replicas,
+            "stage_groups": [list(g) for g in topo.groups],
+            "busy_seconds": [round(v, 3) for v in busy.tolist()],
+            "idle_seconds": [round(v, 3) for v in idle.tolist()],
+            "stage_busy": self._busy_fractions(self.times),
+        }
+
+    def summary(self, held: list[int]) -> dict[str, Any]:
+        """The local engine's summary, plus `engine` and the `pipeline` layout and busy/idle times."""
+        return {**super().summary(held), "engine": "pipeline", "pipeline": self.pipeline_stats()}

@@ -1,0 +1,100 @@
+"""MAN (Su et al., ECCV 2024) and MAN++ (TPAMI 2026): momentum auxiliary networks.
+
+Stage k's aux net first runs the *next* stage's first block twice — a trainable copy (LB) and an EMA twin
+that tracks the real block — and fuses them, then applies the objective's own heads to the result:
+
+    MAN:   a = LB(h_k) + EMA(h_k)
+    MAN++: a = s * LB(h_k) + (2 - s) * EMA(h_k),  s a learnable scalar initialised to 1
+
+so the local loss sees (a moving average of) the parameters of the module that comes next. The EMA is
+theta_EMA <- m * theta_EMA + (1 - m) * theta_next over parameters only, m = 0.995 by default (never the
+released scripts' frozen 1.0 default), applied after stage k's backward and before any optimizer step (the
+released order) or, with `ema_timing: after_step`, right after the next stage's optimizer step.
+MAN++ also trains the stem as a module of its own (the split gains a [0, 0] boundary when it has none).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .base import Mechanism
+from .ema import ema_update, frozen_copy, reinitialised
+from .learner import LocalLearner
+from .registry import MECHANISMS
+
+EMA_TIMINGS = ("after_backward", "after_step")
+
+
+class MomentumBranch(nn.Module):
+    """Fuse a trainable copy and an EMA twin of one block: (B, C, H, W) -> the block's output shape."""
+
+    def __init__(self, trainable: nn.Module, twin: nn.Module, learnable_scale: bool) -> None:
+        super().__init__()
+        self.trainable = trainable
+        self.twin = twin  # parameters stored as buffers: never optimised, saved in checkpoints
+        self.scale = nn.Parameter(torch.ones(())) if learnable_scale else None
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.scale is None:
+            return self.trainable(h) + self.twin(h)
+        return self.scale * self.trainable(h) + (2 - self.scale) * self.twin(h)
+
+
+@MECHANISMS.register("man")
+class MAN(Mechanism):
+    name = "man"
+    learnable_scale = False
+    incompatible = ("man++", "mlaan")
+
+    def __init__(self, options, arg: str | None = None) -> None:
+        super().__init__(options, arg)
+        if arg is not None:
+            raise ConfigError(f"'{self.name}' takes no argument (got '{self.name}:{arg}')")
+        if options.ema_timing not in EMA_TIMINGS:
+            raise ConfigError(f"ema_timing must be one of {', '.join(EMA_TIMINGS)}, not '{options.ema_timing}'")
+        if not 0.0 <= options.ema_momentum <= 1.0:
+            raise ConfigError(f"ema_momentum must be in [0, 1], got {options.ema_momentum}")
+        self.sources: list[nn.Module] = []
+
+    def setup(self, learner: LocalLearner) -> None:
+        net = learner.net
+        # Released MAN builds LB and EMA before its init loop: same init rule, fresh draws. Option: start as copies.
+        init = None if self.options.man_copy_init else net.init_weights
+        for k in range(net.num_stages - 1):
+            source = net.stages[k + 1][0]  # the first unit of the next stage
+            branch = MomentumBranch(reinitialised(source, init), frozen_copy(source, init), self.learnable_scale)
+            learner.own(k, "momentum", branch)
+            self.sources.append(source)
+
+    def aux_feature_shape(self, learner: LocalLearner, k: int) -> tuple[int, ...]:
+        first = learner.net.records[k + 1].first_unit
+        return tuple(learner.net.unit_costs[first].out_shape)
+
+    def aux_feature(self, learner: LocalLearner, k: int, h: torch.Tensor) -> torch.Tensor:
+        return learner.owned[k]["momentum"](h)
+
+    def _update(self, learner: LocalLearner, k: int) -> None:
+        ema_update(learner.owned[k]["momentum"].twin, self.sources[k], self.options.ema_momentum)
+
+    def after_backward(self, learner: LocalLearner, k: int) -> None:
+        if self.options.ema_timing == "after_backward" and k < learner.num_stages - 1:
+            self._update(learner, k)
+
+    def after_step(self, learner: LocalLearner, j: int) -> None:
+        if self.options.ema_timing == "after_step" and j >= 1:
+            self._update(learner, j - 1)  # stage j just stepped: its first block feeds twin j-1
+
+    def ema_pairs(self, learner: LocalLearner, k: int) -> list[tuple[nn.Module, nn.Module]]:
+        if k >= learner.num_stages - 1:
+            return []
+        return [(learner.owned[k]["momentum"].twin, self.sources[k])]
+
+
+@MECHANISMS.register("man++")
+class MANPlusPlus(MAN):
+    name = "man++"
+    learnable_scale = True
+    incompatible = ("man", "mlaan")
+    stem_module = True  # the split gains a stem-only module when it has none

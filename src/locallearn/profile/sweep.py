@@ -1,0 +1,101 @@
+"""`locallearn bench` sweeps: accuracy at a fixed budget, throughput and memory for each (method, K, seed).
+
+Each row records the resolved config and the provenance (git SHA, torch version, device), so a result file
+says exactly what produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..config import RunConfig
+from ..engine.trainer import Trainer, resolve_device
+from ..errors import ConfigError
+from .compare import compare_runs, e2e_config, measure
+from .probe import input_spec
+from .provenance import provenance
+from .timing import interleaved_timings, throughput
+
+
+def run_name(cfg: RunConfig) -> str:
+    method = cfg.method.replace("+", "_").replace(":", "-")
+    split = f"_{cfg.split}" if isinstance(cfg.split, str) and cfg.K > 1 else ""
+    return f"{cfg.dataset}_{cfg.arch.replace(':', '-')}_{method}_k{cfg.K}{split}_s{cfg.seed}"
+
+
+def _identity(cfg: RunConfig) -> dict[str, Any]:
+    return {
+        "method": cfg.method,
+        "K": cfg.K,
+        "split": cfg.split if cfg.K > 1 else None,
+        "seed": cfg.seed,
+        "arch": cfg.arch,
+        "dataset": cfg.dataset,
+        "batch_size": cfg.batch_size,
+    }
+
+
+def sweep(
+    cfgs: Sequence[RunConfig],
+    runs_dir: str | Path,
+    *,
+    train: bool = True,
+    steps: int = 5,
+    warmup: int = 2,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """One row per config: test accuracy after `cfg.epochs` (when `train`), images/s, peak memory vs E2E."""
+    memory = compare_runs([(cfg, input_spec(cfg.dataset)) for cfg in cfgs])
+    rows = []
+    for cfg, mem in zip(cfgs, memory, strict=True):
+        row: dict[str, Any] = {**_identity(cfg), "epochs": cfg.epochs, "train_limit": cfg.train_limit}
+        if train:
+            summary = Trainer(cfg, Path(runs_dir) / run_name(cfg), progress=progress).fit()
+            row |= {
+                "test_acc": summary["test_acc"],
+                "error": 100 * (1 - summary["test_acc"]),
+                "best_acc": summary["best_acc"],
+                "train_seconds": summary["seconds"],
+            }
+        timing = throughput(cfg, input_spec(cfg.dataset), steps, warmup)
+        row |= {"images_per_s": timing.images_per_s, "step_seconds": timing.median_seconds}
+        row |= {k: mem[k] for k in ("peak_bytes", "e2e_peak_bytes", "ratio", "held_bytes", "convention")}
+        row |= {"train_flops": mem["train_flops"], "flops_overhead": mem["flops_overhead"]}
+        row |= {"config": cfg.to_dict(), **provenance(resolve_device(cfg.device))}
+        rows.append(row)
+    return rows
+
+
+def overhead(
+    cfgs: Sequence[RunConfig], *, steps: int = 2, rounds: int = 3, warmup: int = 1, flops_batch: int = 2
+) -> list[dict[str, Any]]:
+    """Wall-time overhead of each config over E2E on the same device, batch and process, timed interleaved.
+
+    The theoretical (FLOPs) overhead is counted on a batch of `flops_batch`: FLOPs per image do not depend
+    on the batch size, and the count needs one traced step.
+    """
+    shared = {(c.arch, c.dataset, c.batch_size, c.device, c.amp) for c in cfgs}
+    if len(shared) != 1:
+        raise ConfigError(f"overhead compares runs of one backbone, dataset, batch and device; got {sorted(shared)}")
+    reference = e2e_config(cfgs[0])
+    local = [c for c in cfgs if c.method != "e2e"]
+    spec = input_spec(reference.dataset)
+    timings = interleaved_timings([reference, *local], spec, steps=steps, rounds=rounds, warmup=warmup)
+    flops = [measure(dataclasses.replace(c, batch_size=flops_batch), spec, 0).train_flops for c in [reference, *local]]
+    base = provenance(resolve_device(reference.device))
+    return [
+        {
+            **_identity(cfg),
+            "step_seconds": t.median_seconds,
+            "images_per_s": t.images_per_s,
+            "wall_overhead": t.median_seconds / timings[0].median_seconds - 1,
+            "flops_overhead": f / flops[0] - 1,
+            "all_step_seconds": t.step_seconds,
+            "config": cfg.to_dict(),
+            **base,
+        }
+        for cfg, t, f in zip([reference, *local], timings, flops, strict=True)
+    ]

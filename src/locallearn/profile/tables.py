@@ -1,0 +1,139 @@
+"""Markdown tables of profile rows (a summary line per run, a per-stage breakdown) and of bench rows."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+GIB = 1024**3
+MIB = 1024**2
+
+
+def format_bytes(n: int | float) -> str:
+    return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / MIB:.1f} MiB"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def method_label(row: dict[str, Any]) -> str:
+    """The method, with its split when it is not the paper table (e.g. `infopro (balanced-memory)`)."""
+    split = row.get("split")
+    return f"{row['method']} ({split})" if split and split != "table" else row["method"]
+
+
+def summary_table(rows: Sequence[dict[str, Any]]) -> str:
+    """One line per profiled run. The peak is broken down at the stage where it occurs: its backbone
+    activations, its aux nets, the batch / carry / earlier graphs alive beside them, and the static memory."""
+    headers = [
+        "method", "K", "activations", "aux nets", "batch+carry", "weights+grads+opt", "peak", "E2E peak",
+        "ratio", "GFLOPs/img", "theor. overhead",
+    ]  # fmt: skip
+    body = []
+    for r in rows:
+        s = r["stages"][r["peak_stage"]]
+        body.append(
+            [
+                method_label(r),
+                r["K"],
+                format_bytes(s["activation_bytes"]),
+                format_bytes(s["aux_bytes"]),
+                format_bytes(s["live_bytes"] - s["held_bytes"]),
+                format_bytes(r["static_bytes"]),
+                format_bytes(r["peak_bytes"]),
+                format_bytes(r["e2e_peak_bytes"]),
+                f"{100 * r['ratio']:.1f}%",
+                f"{r['train_flops'] / 1e9:.3f}",
+                f"{100 * r['flops_overhead']:+.1f}%",
+            ]
+        )
+    return markdown_table(headers, body)
+
+
+def stage_table(row: dict[str, Any]) -> str:
+    """Per-stage breakdown of one profiled run."""
+    headers = ["stage", "units", "params", "activations", "aux nets", "held", "live", "peak", "GFLOPs/img"]
+    body = [
+        [
+            s["stage"],
+            s["units"],
+            f"{s['params']:,}",
+            format_bytes(s["activation_bytes"]),
+            format_bytes(s["aux_bytes"]),
+            format_bytes(s["held_bytes"]),
+            format_bytes(s["live_bytes"]),
+            format_bytes(s["peak_bytes"]),
+            f"{s['train_flops'] / 1e9:.3f}",
+        ]
+        for s in row["stages"]
+    ]
+    return markdown_table(headers, body)
+
+
+def profile_report(rows: Sequence[dict[str, Any]]) -> str:
+    """Per backbone/input/batch/device: a header line, the summary, then each run's stages."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        key = (r["arch"], r["dataset"], tuple(r["image_shape"]), r["batch_size"], r["device"], r["convention"])
+        groups.setdefault(key, []).append(r)
+    parts: list[str] = []
+    for (arch, dataset, shape, batch, device, convention), group in groups.items():
+        size = "x".join(str(d) for d in shape)
+        parts += [
+            f"{arch}, synthetic {dataset}-shaped input {size}, batch {batch}, device {device}, "
+            f"memory convention {convention}",
+            "",
+            summary_table(group),
+        ]
+        for r in group:
+            parts += ["", f"{method_label(r)}, K={r['K']}, cuts {r['cuts']}:", "", stage_table(r)]
+        parts.append("")
+    return "\n".join(parts).rstrip()
+
+
+def _mean_std(values: Sequence[float], fmt: str) -> str:
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
+
+
+def sweep_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Bench rows aggregated over seeds: error (mean ± std), throughput, peak memory and its ratio to E2E."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((method_label(r), r["K"]), []).append(r)
+    body = []
+    for (label, k), rs in groups.items():
+        errors = [r["error"] for r in rs if r.get("error") is not None]
+        body.append(
+            [
+                label,
+                k,
+                len(rs),
+                _mean_std(errors, ".2f") if errors else "-",
+                _mean_std([r["images_per_s"] for r in rs], ".1f"),
+                format_bytes(rs[0]["peak_bytes"]),
+                f"{100 * rs[0]['ratio']:.1f}%",
+            ]
+        )
+    return markdown_table(["method", "K", "seeds", "error %", "images/s", "peak", "peak / E2E"], body)
+
+
+def overhead_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Wall-time and theoretical overhead of each method over E2E (the first row)."""
+    body = [
+        [
+            method_label(r),
+            r["K"],
+            f"{r['step_seconds']:.3f}",
+            f"{r['images_per_s']:.1f}",
+            f"{100 * r['flops_overhead']:+.1f}%",
+            f"{100 * r['wall_overhead']:+.1f}%",
+        ]
+        for r in rows
+    ]
+    return markdown_table(["method", "K", "s/step (median)", "images/s", "theor. overhead", "wall overhead"], body)

@@ -1,0 +1,73 @@
+"""`locallearn bench` end to end on a tiny config, its result files and their provenance, and timing."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+
+import torch
+
+from helpers import make_learner, random_batch
+from locallearn.cli import build_parser, main
+from locallearn.cli.profile import expand_configs
+from locallearn.engine.local import LocalEngine
+from locallearn.profile.plots import plot_vs_k
+from locallearn.profile.timing import time_steps
+
+TINY = ["--arch", "resnet8", "--dataset", "cifar10-sample", "--batch-size", "8", "--device", "cpu"]
+FAST = ["--steps", "1", "--warmup-steps", "1", "--no-progress"]
+PROVENANCE = ("git_sha", "git_dirty", "torch", "device", "device_name", "time_utc")
+
+
+def test_sweep_expands_methods_k_and_seeds_once_each():
+    args = build_parser().parse_args(["bench", "--method", "e2e,greedy", "--K", "2,4", "--seed", "0,1"])
+    assert isinstance(args, argparse.Namespace)
+    cfgs = expand_configs(args, seeds=args.seed)
+    assert sorted((c.method, c.K, c.seed) for c in cfgs) == [
+        ("e2e", 1, 0), ("e2e", 1, 1), ("greedy", 2, 0), ("greedy", 2, 1), ("greedy", 4, 0), ("greedy", 4, 1),
+    ]  # fmt: skip
+
+
+def test_bench_sweep_end_to_end_writes_results_with_provenance(tmp_path, capsys):
+    args = ["--method", "e2e,greedy", "--K", "2", "--epochs", "1", "--train-limit", "32", "--test-limit", "16"]
+    assert main(["bench", *TINY, *args, *FAST, "--out", str(tmp_path), "--name", "tiny"]) == 0
+    assert "| greedy | 2 | 1 |" in capsys.readouterr().out
+    (json_file,) = tmp_path.glob("tiny_cpu*_*.json")
+    rows = json.loads(json_file.read_text())
+    assert [(r["method"], r["K"]) for r in rows] == [("e2e", 1), ("greedy", 2)]
+    for r in rows:
+        assert all(r[k] is not None for k in PROVENANCE)
+        assert r["torch"] == torch.__version__ and r["device"] == "cpu"
+        assert r["config"]["method"] == r["method"] and r["config"]["epochs"] == 1
+        assert 0 <= r["error"] <= 100 and r["images_per_s"] > 0 and 0 < r["ratio"] <= 1
+    with json_file.with_suffix(".csv").open() as f:
+        assert all(r["git_sha"] == rows[0]["git_sha"] for r in csv.DictReader(f))
+    for suffix in (".md", "_error.png", "_memory.png"):
+        assert json_file.with_name(json_file.stem + suffix).exists()
+
+
+def test_bench_overhead_mode_times_every_method_against_e2e(tmp_path, capsys):
+    args = ["--mode", "overhead", "--method", "greedy,dgl", "--K", "2", "--rounds", "1", "--out", str(tmp_path)]
+    assert main(["bench", *TINY, *args, *FAST]) == 0
+    assert "wall overhead" in capsys.readouterr().out
+    (json_file,) = tmp_path.glob("overhead_cpu*_*.json")
+    rows = json.loads(json_file.read_text())
+    assert [r["method"] for r in rows] == ["e2e", "greedy", "dgl"]
+    assert rows[0]["wall_overhead"] == 0.0 and rows[0]["flops_overhead"] == 0.0
+    assert rows[2]["flops_overhead"] > rows[1]["flops_overhead"] >= 0  # DGL's MLP-SR head costs more than 0c1f
+    assert all(r["torch"] == torch.__version__ and r["git_sha"] for r in rows)
+
+
+def test_time_steps_excludes_warmup_and_times_each_step():
+    learner = make_learner("greedy", k=2)
+    engine = LocalEngine(learner, [torch.optim.SGD(learner.stage_parameters(k), lr=0.01) for k in range(2)])
+    x, y = random_batch(4)
+    times = time_steps(engine, x, y, steps=3, warmup=1)
+    assert len(times) == 3 and all(t > 0 for t in times)
+
+
+def test_plot_needs_something_to_draw(tmp_path):
+    assert plot_vs_k([], lambda r: r["error"], "error", tmp_path / "none.png") is None
+    rows = [{"method": "greedy", "K": 2, "split": None, "error": 10.0}, {"method": "e2e", "K": 1, "error": 8.0}]
+    assert plot_vs_k(rows, lambda r: r["error"], "error", tmp_path / "p.png") == tmp_path / "p.png"

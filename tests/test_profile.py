@@ -1,0 +1,130 @@
+"""Memory and FLOPs accounting of `locallearn profile`: hand-computed cases, the convention, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from helpers import make_learner, random_batch
+from locallearn.cli import main
+from locallearn.config import build_config
+from locallearn.methods import Mechanism, MethodOptions, build_learner
+from locallearn.models import as_backbone
+from locallearn.profile.compare import compare_runs
+from locallearn.profile.costs import SavedTensorMeter
+from locallearn.profile.memory import TracingEngine, held_for_backward
+from locallearn.profile.probe import input_spec
+from locallearn.profile.step import profile_step
+from locallearn.split import split_model
+
+F32, I64 = 4, 8
+HALF = (0.5, 0.5, 0.5)
+TINY = ["--arch", "resnet8", "--batch-size", "4", "--device", "cpu"]
+
+
+def test_meter_counts_a_linear_relu_stack_by_hand():
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    x = torch.randn(5, 4)
+    with SavedTensorMeter(exclude=list(net.parameters())) as meter:
+        loss = net(x).sum()
+    # Linear 1 saves its input x (5x4); ReLU saves its output (5x8), which Linear 2 saves again: one storage.
+    # The weights are excluded and sum() saves nothing.
+    assert meter.bytes == 5 * 4 * F32 + 5 * 8 * F32
+    assert meter.alive() == meter.storages
+    loss.backward()
+    assert meter.alive() == {}  # the backward freed the graph
+
+
+def test_step_accounting_matches_a_hand_count_exactly():
+    """E2E on Flatten-Linear(12, 8)-ReLU-Linear(8, 3) over 3x2x2 images, SGD with momentum."""
+    backbone = as_backbone(nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3)))
+    learner = build_learner("e2e", split_model(backbone, 1, input_shape=(3, 2, 2)), num_classes=3, mean=HALF, std=HALF)
+    engine = TracingEngine(learner, [torch.optim.SGD(learner.parameters(), lr=0.1, momentum=0.9)])
+    b = 5
+    profile = profile_step(engine, torch.randn(b, 3, 2, 2), torch.arange(b) % 3, method="e2e")
+    # Saved for backward: x (viewed flat by Linear 1), the ReLU output (also Linear 2's input), the
+    # cross-entropy's log-softmax output, its int64 target and its scalar total weight.
+    held = b * 12 * F32 + b * 8 * F32 + b * 3 * F32 + b * I64 + F32
+    live = held + b * 12 * F32  # plus x01, the [0, 1] image the batch carries
+    params = (12 * 8 + 8) + (8 * 3 + 3)
+    stage = profile.stages[0]
+    assert (stage.held_bytes, stage.aux_bytes, stage.live_bytes) == (held, b * 3 * F32 + b * I64 + F32, live)
+    assert profile.weights_bytes == params * F32 + 2 * 3 * F32  # parameters, and the mean / std buffers
+    assert profile.grads_bytes == profile.optimizer_bytes == params * F32  # gradients, momentum buffers
+    assert profile.peak_bytes == profile.static_bytes + live
+
+
+def test_local_peak_is_static_plus_the_largest_stage_and_flops_add_up():
+    learner = make_learner("greedy", k=3)
+    optimizers = [torch.optim.SGD(learner.stage_parameters(k), lr=0.1, momentum=0.9) for k in range(3)]
+    x, y = random_batch(8)
+    profile = profile_step(TracingEngine(learner, optimizers), x, y, method="greedy")
+    assert profile.peak_bytes == profile.static_bytes + max(s.live_bytes for s in profile.stages)
+    assert [s.held_bytes for s in profile.stages] == held_for_backward(learner, x, y)
+    backbone = sum(r.flops for r in learner.net.records)
+    aux = sum(s.aux_train_flops for s in profile.stages)
+    assert profile.train_flops == 3 * backbone + aux and aux > 0
+
+
+class Shadow(Mechanism):
+    """Runs stage 1's units on h_0 during stage 0's step and adds their mean to stage 1's loss: a graph that
+    outlives stage 0's backward, as a cascade's does."""
+
+    def stage_loss(self, learner, k, carry, batch, result):
+        if k == 0:
+            self.kept = learner.net.stages[1](result.out["h"].detach())
+        else:
+            result.loss = result.loss + self.kept.float().mean()
+        return result
+
+
+def test_graphs_alive_across_a_boundary_are_counted_where_they_coexist():
+    x, y = random_batch(8)
+    profiles = []
+    for mechanisms in ([], [Shadow(MethodOptions())]):
+        learner = make_learner("greedy", k=2)
+        learner.mechanisms += mechanisms
+        optimizers = [torch.optim.SGD(learner.stage_parameters(k), lr=0.1) for k in range(2)]
+        profiles.append(profile_step(TracingEngine(learner, optimizers), x, y, method="greedy", warmup=0))
+    plain, shadowed = profiles
+    h0 = 8 * math.prod(learner.net.records[0].out_shape) * F32  # the carry: alive in stage 1 either way
+    extra = plain.stages[1].activation_bytes - h0  # what stage 1's units save on h_0, beyond h_0 itself
+    assert shadowed.stages[0].held_bytes == plain.stages[0].held_bytes + extra
+    assert shadowed.stages[1].held_bytes == plain.stages[1].held_bytes
+    assert shadowed.stages[1].live_bytes == plain.stages[1].live_bytes + extra
+
+
+def test_resnet110_k16_holds_far_less_than_e2e():
+    cfg = build_config(flags=dict(arch="resnet110", method="infopro", K=16, batch_size=8, device="cpu"))
+    (row,) = compare_runs([(cfg, input_spec("cifar10"))], warmup=0)
+    assert row["ratio"] == row["peak_bytes"] / row["e2e_peak_bytes"]
+    assert row["ratio"] < 0.5
+    assert row["held_bytes"] < row["e2e_held_bytes"] / 4
+    assert row["flops_overhead"] > 0 and len(row["stages"]) == 16
+
+
+def test_profile_cli_json_has_one_object_per_method(capsys):
+    assert main(["profile", *TINY, "--method", "e2e,greedy,infopro", "--K", "2", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["method"], r["K"]) for r in rows] == [("e2e", 1), ("greedy", 2), ("infopro", 2)]
+    for r in rows:
+        assert r["ratio"] == pytest.approx(r["peak_bytes"] / r["e2e_peak_bytes"])
+        assert len(r["stages"]) == r["K"] and r["convention"] == "cpu-held-for-backward"
+        assert r["e2e_peak_bytes"] == rows[0]["peak_bytes"]
+    assert rows[0]["ratio"] == 1.0
+
+
+def test_profile_cli_markdown_and_result_files(tmp_path, capsys):
+    args = ["profile", *TINY, "--method", "dgl", "--K", "2", "--image-size", "16", "--out", str(tmp_path)]
+    assert main([*args, "--name", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "| dgl | 2 |" in out and "input 3x16x16" in out and "| stage |" in out
+    (json_file,) = tmp_path.glob("tiny_cpu*_*.json")
+    (row,) = json.loads(json_file.read_text())
+    assert row["git_sha"] and row["torch"] == torch.__version__ and row["device"] == "cpu"
+    assert row["config"]["method"] == "dgl" and row["image_shape"] == [3, 16, 16]
+    assert json_file.with_suffix(".csv").exists() and json_file.with_suffix(".md").exists()
