@@ -9,7 +9,7 @@ import re
 
 from ..errors import ConfigError
 from ..split import SplitNet
-from . import dgl, greedy, infopro, man  # noqa: F401  (register the objectives and mechanisms)
+from . import contsup, dgl, greedy, infopro, man, mlaan  # noqa: F401  (register the objectives and mechanisms)
 from .base import AuxContext, AuxLoss, AuxOutput, Batch, Carry, Mechanism, Objective, StageResult
 from .learner import LocalLearner
 from .options import MethodOptions

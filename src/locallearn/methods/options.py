@@ -38,3 +38,18 @@ class MethodOptions:
     or after_step (after the source block's optimizer step; the papers' description)."""
     man_copy_init: bool = False
     """Start MAN's trainable copy and EMA twin as exact copies of the next block (released: fresh random init)."""
+    mlaan_window: int = 2
+    """W of MLAAN's cascade: stage k's cascaded loss re-runs stages k-W+1..k, so its gradient reaches them all.
+    2 = the released CIFAR code, 3 = the released ImageNet code (and the released InfoPro/DGL + MLAAN nets)."""
+    mlaan_wx: float = 0.001
+    """MLAAN weight of the independent stream: the objective's aux net on stage k's own output."""
+    mlaan_wy: float = 0.999
+    """MLAAN weight of the cascaded stream: the cascade's output through the leap chain and its aux net."""
+    mlaan_final_both: bool = False
+    """Last stage: w_x * CE(own output) + w_y * CE(cascade), as the released ImageNet code does, instead of
+    CE(cascade) alone (the released CIFAR code)."""
+    legacy_mlaan_no_early_loss: bool = False
+    """Give the first W-1 stages no loss of their own, as the released code does (they then learn only through
+    later stages' cascades and their aux nets stay untrained); otherwise they train their independent stream."""
+    legacy_mlaan_ema_last_only: bool = False
+    """EMA-update only the last leap chain's twin, as the released CIFAR code does; the others stay frozen."""
