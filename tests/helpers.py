@@ -15,10 +15,10 @@ CIFAR_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
 def make_learner(method: str = "greedy", k: int = 4, arch: str = "resnet8", split=None, seed: int = 0, **options):
     """A tiny learner on 32x32 inputs; `options` go to MethodOptions."""
     torch.manual_seed(seed)
-    net = split_model(
-        build_backbone(arch, 10), k, split, arch=arch, dataset="cifar10", stem_module=needs_stem_module(method)
-    )
-    return build_learner(method, net, num_classes=10, mean=CIFAR_MEAN, std=CIFAR_STD, options=MethodOptions(**options))
+    opts = MethodOptions(**options)
+    stem_module = needs_stem_module(method, opts)
+    net = split_model(build_backbone(arch, 10), k, split, arch=arch, dataset="cifar10", stem_module=stem_module)
+    return build_learner(method, net, num_classes=10, mean=CIFAR_MEAN, std=CIFAR_STD, options=opts)
 
 
 def random_batch(n: int = 8, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

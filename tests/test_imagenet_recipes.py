@@ -21,7 +21,7 @@ from locallearn.data.build import build_data
 from locallearn.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
 from locallearn.engine.schedule import lr_at
 from locallearn.errors import ConfigError
-from locallearn.methods import MECHANISMS, MethodOptions, build_learner
+from locallearn.methods import MethodOptions, build_learner
 from locallearn.models import build_backbone
 from locallearn.split import split_model
 
@@ -220,28 +220,13 @@ def test_under_torchrun_batch_size_is_the_global_batch(jpeg_folder, tmp_path):
 # ------------------------------------------------------------------------------------------ recipes
 
 
-# The released MAN++ ImageNet code has no stem module; methods/man.py always adds one, whose aux net sees
-# layer1[0]'s 256 channels, for which there is no ImageNet decoder. These recipes need a way to turn it off.
-MANPP_STEM = "man++ adds a stem module that MAN++'s ImageNet code does not have (no 256-channel ImageNet decoder)"
+HEAVY_RECIPES = ("resnet101_mlaan_k33",)  # 23 leap chains of layer4 copies: ~50 s and ~6 GB for one CPU step
 
 
 def _params(recipe: Path):
     cfg = build_config(recipe)
-    marks = [pytest.mark.slow] if cfg.arch in HEAVY_ARCHS else []
-    if cfg.method.endswith("+man++"):
-        marks.append(pytest.mark.xfail(reason=MANPP_STEM))
-    return pytest.param(recipe, marks=marks, id=recipe.stem)
-
-
-def _skip_unregistered(method: str) -> None:
-    """MAN/MAN++/MLAAN recipes wait for their mechanism (methods/man.py, mlaan.py) to be registered.
-
-    Only the base name is looked up ("man" for man++): once it is registered, the run itself must parse the name.
-    """
-    names = {part.partition(":")[0] for part in method.split("+")[1:] if part}
-    missing = sorted(names - set(MECHANISMS.names()))
-    if missing:
-        pytest.skip(f"mechanism {', '.join(missing)} is not registered yet")
+    heavy = cfg.arch in HEAVY_ARCHS or recipe.stem in HEAVY_RECIPES
+    return pytest.param(recipe, marks=[pytest.mark.slow] if heavy else [], id=recipe.stem)
 
 
 def test_every_imagenet_recipe_names_its_source():
@@ -254,7 +239,6 @@ def test_every_imagenet_recipe_names_its_source():
 
 @pytest.mark.parametrize("recipe", [_params(r) for r in RECIPES])
 def test_recipe_trains_one_step(recipe, jpeg_folder, tmp_path):
-    _skip_unregistered(build_config(recipe).method)
     out = tmp_path / "run"
     argv = ["train", "--config", str(recipe), "--data-dir", str(jpeg_folder), "--out", str(out), "--no-progress"]
     argv += ["--epochs", "1", "--train-limit", "4", "--test-limit", "4", "--batch-size", "4"]

@@ -96,7 +96,7 @@ def build_model(
         arch=cfg.arch,
         dataset=cfg.dataset,
         input_shape=image_shape,
-        stem_module=needs_stem_module(cfg.method),
+        stem_module=needs_stem_module(cfg.method, cfg.method_options),
     )
     learner = build_learner(
         cfg.method, net, num_classes=num_classes, mean=mean, std=std, options=cfg.method_options

@@ -65,9 +65,10 @@ def parse_method(name: str) -> tuple[str, str | None, list[tuple[str, str | None
     return obj, variant or None, mechs
 
 
-def needs_stem_module(method: str) -> bool:
-    """Whether a mechanism of `method` trains the stem as a module of its own (MAN++)."""
-    return any(getattr(MECHANISMS.get(m), "stem_module", False) for m, _ in parse_method(method)[2])
+def needs_stem_module(method: str, options: MethodOptions | None = None) -> bool:
+    """Whether a mechanism of `method` trains the stem as a module of its own (MAN++ unless switched off)."""
+    options = options or MethodOptions()
+    return any(MECHANISMS.get(m).stem_module(options) for m, _ in parse_method(method)[2])
 
 
 def build_learner(

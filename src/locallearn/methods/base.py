@@ -90,11 +90,15 @@ class Mechanism:
     name: str = ""
     window: int = 1
     incompatible: tuple[str, ...] = ()
-    stem_module: bool = False  # True: the split must give the stem a module of its own (MAN++)
 
     def __init__(self, options: MethodOptions, arg: str | None = None) -> None:
         self.options = options
         self.arg = arg
+
+    @classmethod
+    def stem_module(cls, options: MethodOptions) -> bool:
+        """Whether the split must give the stem a module of its own (MAN++ trains it by its own loss)."""
+        return False
 
     def setup(self, learner: LocalLearner) -> None:
         """Build this mechanism's modules and register them with `learner.own(k, name, module)`."""

@@ -97,4 +97,8 @@ class MANPlusPlus(MAN):
     name = "man++"
     learnable_scale = True
     incompatible = ("man", "mlaan")
-    stem_module = True  # the split gains a stem-only module when it has none
+
+    @classmethod
+    def stem_module(cls, options) -> bool:
+        # The split gains a stem-only module when it has none; MAN++'s ImageNet code trains none.
+        return options.manpp_stem_module

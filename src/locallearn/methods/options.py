@@ -36,6 +36,8 @@ class MethodOptions:
     ema_timing: str = "after_backward"
     """When MAN/MAN++ twins are updated: after_backward (of the local loss, before any step; the released order)
     or after_step (after the source block's optimizer step; the papers' description)."""
+    manpp_stem_module: bool = True
+    """MAN++ trains the stem as a module of its own (CIFAR code); false keeps the split as given (ImageNet code)."""
     man_copy_init: bool = False
     """Start MAN's trainable copy and EMA twin as exact copies of the next block (released: fresh random init)."""
     mlaan_window: int = 2
