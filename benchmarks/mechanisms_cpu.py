@@ -1,7 +1,7 @@
 """ContSup, MAN, MAN++ and MLAAN on top of each local objective: ResNet-32, CIFAR-10, K = 16 and 8, on this CPU.
 
 InfoPro runs use the lambdas of the InfoPro recipe for the same K (read from configs/). Every run has the same
-budget and seed: 2 epochs on the first 5,000 training images, batch 128, LR 0.1 held
+budget and seed: 2 epochs on the first 4,000 training images, batch 128, LR 0.1 held
 constant, evaluated on the first 2,000 test images, one thread. That budget separates methods that learn from
 methods that do not and prices each mechanism in seconds and memory; it does not reproduce the papers'
 400-epoch accuracies. Needs the canonical CIFAR-10 archive: pass `--data-dir DIR`; `--K 16` limits the sweep.
@@ -19,7 +19,7 @@ from _run import RESULTS, recipe, run
 OBJECTIVES = ("greedy", "dgl", "infopro")
 MECHANISMS = ("", "+contsup:R1E", "+man", "+man++", "+mlaan")
 METHODS = ",".join(obj + mech for mech in MECHANISMS for obj in OBJECTIVES)
-BUDGET = ["--epochs", "2", "--train-limit", "5000", "--test-limit", "2000", "--batch-size", "128", "--lr", "0.1"]
+BUDGET = ["--epochs", "2", "--train-limit", "4000", "--test-limit", "2000", "--batch-size", "128", "--lr", "0.1"]
 
 
 def lambdas(k: int) -> list[str]:

@@ -31,7 +31,8 @@ class PipelineOptions:
     replicas: int = 1
     """Data-parallel replicas of every stage group; the world size must be a multiple of it."""
     ema_interval: int = 1
-    """Steps between shipments of MAN's EMA sources to the previous rank (1 = the local engine's updates)."""
+    """Steps between shipments of EMA sources (MAN, MAN++, MLAAN) to their twins' rank (1 = the local engine's
+    updates; N: twins follow a copy up to N-1 steps old, and ranks wait for it once every N steps)."""
     mode: str = "sync"
     """sync (lock-step, equal to the local engine) or async (DGL-style replay buffer; isolated methods only)."""
     replay: int = 4

@@ -21,6 +21,26 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from ..errors import TrainingError
+
+
+class LinkError(TrainingError):
+    """A message to or from a peer rank failed: the peer has most likely died (its own log says why)."""
+
+
+@contextlib.contextmanager
+def peer_failure(who: str) -> Iterator[None]:
+    """Turn a transport failure (gloo's closed connection, a timeout) into a LinkError that names `who`."""
+    try:
+        yield
+    except RuntimeError as e:  # gloo and NCCL raise RuntimeError (or its DistError subclasses)
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LinkError(f"communication with {who} failed ({detail}); it has probably died (see its log)") from e
+
+
+def _link(peer: int) -> contextlib.AbstractContextManager:
+    return peer_failure(f"rank {peer}")
+
 
 def finish(work: dist.Work, timeout: timedelta) -> None:
     """Block the host until `work` has completed.
@@ -78,24 +98,30 @@ class Outbox:
         """Queue `buf`, waiting first while `depth` messages are still in flight."""
         while len(self._pending) >= self.depth:
             self._retire()
-        self._pending.append((dist.isend(buf, self.peer, group=self.group), buf))
+        with _link(self.peer):
+            self._pending.append((dist.isend(buf, self.peer, group=self.group), buf))
 
     def offer(self, buf: torch.Tensor) -> bool:
         """Queue `buf` only if there is room now (asynchronous mode drops what the receiver cannot take)."""
-        while self._pending and self._pending[0][0].is_completed():
+        while self._pending and self._done(self._pending[0][0]):
             self._retire()
         if len(self._pending) >= self.depth:
             return False
-        self._pending.append((dist.isend(buf, self.peer, group=self.group), buf))
+        with _link(self.peer):
+            self._pending.append((dist.isend(buf, self.peer, group=self.group), buf))
         return True
 
     def flush(self) -> None:
         while self._pending:
             self._retire()
 
+    def _done(self, work: dist.Work) -> bool:
+        with _link(self.peer):
+            return work.is_completed()
+
     def _retire(self) -> None:
         work, _ = self._pending[0]
-        with self.clock.waiting():
+        with self.clock.waiting(), _link(self.peer):
             finish(work, self.timeout)
         self._pending.popleft()
 
@@ -114,11 +140,15 @@ class Inbox:
         if self._posted is not None:
             raise RuntimeError("a receive is already posted on this link")
         buf = torch.empty(nbytes, dtype=torch.uint8, device=self.device)
-        self._posted = (dist.irecv(buf, self.peer, group=self.group), buf)
+        with _link(self.peer):
+            self._posted = (dist.irecv(buf, self.peer, group=self.group), buf)
 
     def ready(self) -> bool:
         """Whether the posted message has arrived (never blocks)."""
-        return self._posted is not None and self._posted[0].is_completed()
+        if self._posted is None:
+            return False
+        with _link(self.peer):
+            return self._posted[0].is_completed()
 
     def take(self, nbytes: int | None = None) -> torch.Tensor:
         """The next message: the posted one, or (`nbytes` given) one received now."""
@@ -127,7 +157,7 @@ class Inbox:
                 raise RuntimeError("no receive posted on this link")
             self.post(nbytes)
         work, buf = self._posted
-        with self.clock.waiting():
+        with self.clock.waiting(), _link(self.peer):
             finish(work, self.timeout)
         self._posted = None
         return buf

@@ -10,6 +10,7 @@ line, so that showing it costs the pipeline no collective.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -21,6 +22,7 @@ import torch.distributed as dist
 
 EXIT_CODE = 1
 ERROR_KEY = "error"
+ACK_PREFIX = "ack/"
 
 
 def _die(message: str) -> None:
@@ -74,7 +76,29 @@ class Monitor:
             first = self.store.compare_set(ERROR_KEY, "", text)
         except Exception:  # the store itself is gone (its host died): this rank's message is all there is
             return text
-        return first.decode() if isinstance(first, bytes) else str(first)
+        first = first.decode() if isinstance(first, bytes) else str(first)
+        if first != text:
+            with contextlib.suppress(Exception):
+                self._acknowledge()
+        return first
+
+    def linger(self, grace: float | None = None) -> None:
+        """Wait (at most `grace` seconds) until every other rank has seen the reported error.
+
+        The root cause's process may host the store (rank 0 under a plain env:// launch); leaving at once
+        would take the message with it, and the others would only learn that the store is gone.
+        """
+        deadline = time.monotonic() + (3 * self.interval if grace is None else grace)
+        keys = [f"{ACK_PREFIX}{r}" for r in range(self.world) if r != self.rank]
+        try:
+            while keys and time.monotonic() < deadline:
+                keys = [k for k in keys if not self.store.check([k])]
+                time.sleep(self.interval / 10)
+        except Exception:  # the store is gone: nobody is left to tell
+            return
+
+    def _acknowledge(self) -> None:
+        self.store.set(f"{ACK_PREFIX}{self.rank}", "1")
 
     # ----------------------------------------------------------------------------------------- monitor thread
     def _beat(self) -> None:
@@ -86,7 +110,9 @@ class Monitor:
             try:
                 self._beat()
                 if not self._reported.is_set() and self.store.check([ERROR_KEY]):
-                    _die(f"the pipeline stopped because {self.store.get(ERROR_KEY).decode()}")
+                    first = self.store.get(ERROR_KEY).decode()
+                    self._acknowledge()
+                    _die(f"the pipeline stopped because {first}")
                 self._watch_peers()
             except Exception as e:  # the rendezvous store is unreachable: its host (rank 0 or torchrun) is gone
                 if not self._stop.is_set() and not self._reported.is_set():

@@ -29,6 +29,11 @@ class ReplayBuffer(Generic[T]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def arrivals(self) -> int:
+        """Items added since the buffer was made."""
+        return self._arrivals
+
     def add(self, item: T) -> None:
         """Keep `item`, dropping the oldest entry when full."""
         self._arrivals += 1

@@ -16,21 +16,26 @@ import itertools
 import math
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from ..config import RunConfig
+from ..config import PipelineOptions, RunConfig
+from ..dist.comm import peer_failure
 from ..dist.groups import Launch, launch, make_groups
 from ..dist.monitor import Monitor
 from ..dist.topology import make_topology
 from ..errors import ConfigError, TrainingError
+from ..methods import LocalLearner
 from .checkpoint import load_checkpoint, save_checkpoint
 from .pipeline_engine import PipelineEngine
 from .pipeline_plan import PipelinePlan, trace_stages
 from .trainer import CHECKPOINT, Trainer, _check_finite, build_run, use_channels_last
+
+ANOTHER_RANK = "another rank"
 
 
 def run_pipeline(
@@ -54,12 +59,20 @@ def run_pipeline(
         mine = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         first = monitor.report(mine)
         if first.endswith(mine) or isinstance(e, KeyboardInterrupt):
+            monitor.linger()  # let the others read the root cause before this process (maybe the store) goes
             raise  # this rank is the root cause: its own error, as the local engine would show it
         raise TrainingError(f"the pipeline stopped because {first} (on rank {me.rank}: {mine})") from e
     monitor.stop()
-    dist.barrier(group=trainer.groups.control)  # nobody leaves, taking the store with it, while others finish
+    with peer_failure(ANOTHER_RANK):
+        dist.barrier(group=trainer.groups.control)  # nobody leaves, taking the store with it, while others finish
     dist.destroy_process_group()
     return summary
+
+
+def stage_state_dict(learner: LocalLearner, stages: Iterable[int]) -> dict[str, torch.Tensor]:
+    """The entries of `learner.state_dict()` that belong to `stages`: their units and the modules they own."""
+    prefixes = tuple(p for k in stages for p in (f"net.stages.{k}.", f"owned.{k}."))
+    return {key: v for key, v in learner.state_dict().items() if key.startswith(prefixes)}
 
 
 def _on_host(obj: Any) -> Any:
@@ -73,6 +86,43 @@ def _on_host(obj: Any) -> Any:
     return obj
 
 
+def build_pipeline_engine(
+    learner: LocalLearner,
+    optimizers: list[torch.optim.Optimizer],
+    *,
+    launch: Launch,
+    options: PipelineOptions,
+    batch_size: int,
+    eval_batch_size: int,
+    channels_last: bool = False,
+    amp: str = "none",
+    scaler: torch.amp.GradScaler | None = None,
+) -> PipelineEngine:
+    """This rank's engine: its stage group (FLOP-balanced over the positions), process groups and traffic plan.
+
+    A collective: every rank calls it, in the same order, with the same learner and options.
+    """
+    if batch_size < options.replicas:
+        raise ConfigError(f"batch_size {batch_size} is smaller than pipeline.replicas={options.replicas}")
+    flops = [record.flops for record in learner.net.records]
+    topo = make_topology(launch.rank, launch.world, options.replicas, flops)
+    plan = PipelinePlan(learner, topo, trace_stages(learner, launch.device, amp))
+    plan.check(options)
+    share = topo.replicas
+    return PipelineEngine(
+        learner,
+        optimizers,
+        plan=plan,
+        groups=make_groups(topo),
+        launch=launch,
+        options=options,
+        capacity=(math.ceil(batch_size / share), math.ceil(eval_batch_size / share)),
+        channels_last=channels_last,
+        amp=amp,
+        scaler=scaler,
+    )
+
+
 class PipelineTrainer(Trainer):
     engine: PipelineEngine
 
@@ -83,27 +133,20 @@ class PipelineTrainer(Trainer):
         # Every rank builds the whole learner from the same seed (so each stage starts as under the local
         # engine) and loads whole batches: rank 0 of each replica slices out its share.
         run = build_run(cfg, launch.device, distributed=False)
-        if cfg.batch_size < cfg.pipeline.replicas:
-            raise ConfigError(f"batch_size {cfg.batch_size} is smaller than pipeline.replicas")
-        flops = [record.flops for record in run.learner.net.records]
-        self.topo = make_topology(launch.rank, launch.world, cfg.pipeline.replicas, flops)
-        self.groups = make_groups(self.topo)
         self.times = torch.zeros(launch.world, 2, dtype=torch.float64)  # busy and idle seconds of every rank
         super().__init__(cfg, out_dir, progress=progress, run=run)
+        self.topo, self.groups = self.engine.topo, self.engine.groups
 
     def make_engine(self, amp: str, scaler: torch.amp.GradScaler | None) -> PipelineEngine:
-        cfg, learner, device = self.cfg, self.run.learner, self.run.device
-        plan = PipelinePlan(learner, self.topo, trace_stages(learner, device, amp))
-        share = self.topo.replicas
-        return PipelineEngine(
-            learner,
-            self.run.optimizers,
-            plan=plan,
-            groups=self.groups,
+        cfg, run = self.cfg, self.run
+        return build_pipeline_engine(
+            run.learner,
+            run.optimizers,
             launch=self.launch,
             options=cfg.pipeline,
-            capacity=(math.ceil(cfg.batch_size / share), math.ceil(cfg.eval_batch_size / share)),
-            channels_last=use_channels_last(cfg, device),
+            batch_size=cfg.batch_size,
+            eval_batch_size=cfg.eval_batch_size,
+            channels_last=use_channels_last(cfg, run.device),
             amp=amp,
             scaler=scaler,
         )
@@ -137,7 +180,8 @@ class PipelineTrainer(Trainer):
         seconds = time.perf_counter() - start
         mine = torch.zeros_like(self.times)
         mine[self.launch.rank] = torch.tensor(times, dtype=torch.float64)
-        dist.all_reduce(mine, group=self.groups.control)
+        with peer_failure(ANOTHER_RANK):
+            dist.all_reduce(mine, group=self.groups.control)
         self.times += mine
         record = self.epoch_record(epoch, lr, total, seconds)
         record["stage_busy"] = self._busy_fractions(mine)
@@ -178,13 +222,11 @@ class PipelineTrainer(Trainer):
         """Gather every stage's modules and optimizer from its owner (replica 0) and commit them on rank 0."""
         learner, own = self.run.learner, {}
         if self.topo.replica == 0:
-            state = learner.state_dict()
             for k in self.topo.stages:
-                prefixes = (f"net.stages.{k}.", f"owned.{k}.")
-                tensors = {key: v for key, v in state.items() if key.startswith(prefixes)}
-                own[k] = _on_host((tensors, self.run.optimizers[k].state_dict()))
+                own[k] = _on_host((stage_state_dict(learner, [k]), self.run.optimizers[k].state_dict()))
         parts: list[Any] | None = [None] * self.launch.world if self.is_main else None
-        dist.gather_object(own, parts, dst=0, group=self.groups.control)
+        with peer_failure(ANOTHER_RANK):
+            dist.gather_object(own, parts, dst=0, group=self.groups.control)
         if self.is_main:
             state = self.state(epoch)
             for part in parts:
@@ -193,12 +235,14 @@ class PipelineTrainer(Trainer):
                     state["optimizers"][k] = optimizer
             state["pipeline"] = self.pipeline_stats()
             save_checkpoint(self.checkpoint_path, state)
-        dist.barrier(group=self.groups.control)  # epoch `epoch` is durable on every rank's return
+        with peer_failure(ANOTHER_RANK):
+            dist.barrier(group=self.groups.control)  # epoch `epoch` is durable on every rank's return
 
     def resume(self) -> None:
         """Rank 0 reads the checkpoint and hands it to every rank (the run directory need not be shared)."""
         box = [load_checkpoint(self.checkpoint_path, "cpu") if self.is_main else None]
-        dist.broadcast_object_list(box, src=0, group=self.groups.control)
+        with peer_failure(ANOTHER_RANK):
+            dist.broadcast_object_list(box, src=0, group=self.groups.control)
         self.restore(box[0])
         self.engine.start_at(self.start_epoch * len(self.run.train_loader))
 

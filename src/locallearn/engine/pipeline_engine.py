@@ -19,11 +19,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..config import PipelineOptions
-from ..dist.comm import Clock, Inbox, Outbox
+from ..dist.comm import Clock, Inbox, Outbox, peer_failure
 from ..dist.groups import Groups, Launch
 from ..dist.replay import ReplayBuffer
 from ..dist.wire import Header, Kind, Layout
-from ..errors import ConfigError
 from ..methods import Batch, Carry, LocalLearner
 from .local import LocalEngine, StepStats, autocast_context
 from .pipeline_plan import PipelinePlan, module_tensors, stage_buffers, stage_state
@@ -102,21 +101,11 @@ class PipelineEngine(LocalEngine):
         for q in range(p + 1, topo.positions):
             if links := plan.ema_links(q, p):
                 self.ema_in.setdefault(min(link.twin_stage for link in links), []).append(q)
-        self._check_async()
         self.replay: ReplayBuffer[tuple[Carry, Batch]] = ReplayBuffer(options.replay, options.max_reuse)
         self.stream: _Stream | None = None
         self.ended = False
         self.global_step = 0
         self.ema_origin = 0
-
-    def _check_async(self) -> None:
-        if not self.asynchronous:
-            return
-        if self.plan.window > 1 or self.plan.links or self.topo.replicas > 1:
-            raise ConfigError(
-                "pipeline.mode async needs gradient-isolated stages without cross-rank EMA links and one replica "
-                "(a cascade, an EMA source or a gradient all-reduce needs the ranks in lock-step); use mode sync"
-            )
 
     def start_at(self, step: int) -> None:
         """Continue the step count at `step` (after --resume); EMA sources ship on this rank's first step."""
@@ -126,6 +115,7 @@ class PipelineEngine(LocalEngine):
     def begin_epoch(self, steps: int) -> None:
         """Open the epoch's stream of carries (`steps` of them, or until END in async mode)."""
         self.clock.lap()
+        self._flush()  # async offers must not find the previous phase's sends still in flight and drop carries
         self.replay.clear()
         self.ended = False
         if self.inbox is not None:
@@ -138,7 +128,11 @@ class PipelineEngine(LocalEngine):
         Returns False, doing nothing, once an asynchronous epoch has ended.
         """
         self.zero_grad()
-        ema_due = (self.global_step - self.ema_origin) % self.options.ema_interval == 0
+        # EMA sources travel every `ema_interval` steps: before the twins' after_backward update (their state
+        # before this step), or with `ema_timing: after_step` after the source's step (their state after it).
+        after_step = self.plan.ema_after_step
+        interval, since = self.options.ema_interval, self.global_step - self.ema_origin
+        ema_due = not after_step and since % interval == 0
         if ema_due:
             self._send_ema()
         taken = self._input(x, y, Kind.TRAIN)
@@ -162,9 +156,22 @@ class PipelineEngine(LocalEngine):
             for q in positions:
                 self._receive_cascade(j, q)
             self._step(j)
+        if after_step:
+            self._follow_remote_steps(ship=(since + 1) % interval == 0)
         self.end_step(batch.y.shape[0])
         self.global_step += 1
         return True
+
+    def _follow_remote_steps(self, ship: bool) -> None:
+        """`ema_timing: after_step`: ship this rank's sources after its step and replay, on this rank's copy of
+        every remote source stage, the `after_step` work that updates the twins here (with the last source
+        state received: fresh when `ship`, else the one `ema_interval` allows)."""
+        if ship:
+            self._send_ema()
+            for q in sorted(set().union(*self.ema_in.values())):
+                self._receive_ema(q)
+        for j in self.plan.ema_sources(self.topo.position):
+            self.learner.after_step(j)
 
     def end_epoch(self) -> tuple[StepStats, tuple[float, float]]:
         """Close the epoch: statistics merged over all ranks, and this rank's (busy, idle) seconds."""
@@ -183,6 +190,7 @@ class PipelineEngine(LocalEngine):
     # ----------------------------------------------------------------------------------------- evaluation
     def begin_eval(self, batches: int) -> None:
         self.eval_counts = torch.zeros(2 * self.learner.num_stages + 2, dtype=torch.float64, device=self.device)
+        self._flush()
         if self.inbox is not None:
             self.stream = _Stream(self.inbox, self.layouts["in", Kind.EVAL], batches, self.device)
 
@@ -263,6 +271,10 @@ class PipelineEngine(LocalEngine):
         else:
             self.outbox.send(buf)
 
+    def _flush(self) -> None:
+        if self.outbox is not None:
+            self.outbox.flush()
+
     # ----------------------------------------------------------------------------------------- asynchronous mode
     def _replayed(self) -> tuple[Carry, Batch] | None:
         while not self.ended and self.stream.ready():
@@ -323,7 +335,14 @@ class PipelineEngine(LocalEngine):
     def _receive_ema(self, q: int) -> None:
         links = self.plan.ema_links(q, self.topo.position)
         layout = self.plan.ema_layout(links)
-        received = layout.unpack(self.back_in[q].take(layout.nbytes).to(self.device))
+        buf = self.back_in[q].take(layout.nbytes)
+        header = layout.header(buf)
+        if (header.kind, header.step) != (Kind.STATE, self.global_step):
+            raise RuntimeError(
+                f"rank {self.topo.rank} expected the EMA sources of step {self.global_step} from position {q}, "
+                f"got {Kind(header.kind).name} step {header.step}: the ranks are out of step"
+            )
+        received = layout.unpack(buf.to(self.device), header)
         self._load_states([t for link in links for t in module_tensors([link.source])], received)
 
     @staticmethod
@@ -338,7 +357,7 @@ class PipelineEngine(LocalEngine):
         group = group or self.groups.control
         wire = self.wire if group is not self.groups.control else torch.device("cpu")
         out = t.to(wire)
-        with self.clock.waiting():
+        with self.clock.waiting(), peer_failure("another rank"):
             dist.all_reduce(out, group=group)
         return out.to(t.device)
 

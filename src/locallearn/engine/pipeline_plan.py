@@ -7,8 +7,12 @@
   The rank of stage k holds copies of the earlier stages it reaches on other ranks; their parameters and
   buffers travel forward with the carry (as they were before this step's update, which the cascade must
   see) and the gradients the copies collect travel back to the owners, which step only once they have them.
-- EMA links (MAN): a twin in stage k follows a source module of a later stage on another rank; the source's
-  tensors travel back to the twin's rank every `ema_interval` steps, before the twin's update.
+- EMA links (MAN, MLAAN): a twin in stage k follows a source module of a later stage on another rank; the
+  source's tensors travel back to the twin's rank every `ema_interval` steps. Twins are updated after the
+  twin stage's backward (`ema_pairs`' contract): the source arrives as it was before this step's update.
+  A mechanism that updates them right after the source's optimizer step instead (MAN's `ema_timing:
+  after_step`) gets the source as it is after that step, and its `after_step` for the source stage is
+  replayed on the twin's rank.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..config import PipelineOptions
 from ..dist.topology import Topology
 from ..dist.wire import Kind, Layout, TensorSpec, state_specs
 from ..errors import ConfigError
@@ -115,17 +120,34 @@ class PipelinePlan:
         self.window = learner.window
         owner = {id(t): k for k in range(learner.num_stages) for t in stage_state(learner, k)}
         self.links: list[EmaLink] = []
-        for k in range(learner.num_stages):
-            for _, source in [pair for m in learner.mechanisms for pair in m.ema_pairs(learner, k)]:
-                tensors = module_tensors([source])
-                if not tensors:
-                    continue
-                link = EmaLink(k, owner[id(tensors[0])], source)
-                src, dst = topo.position_of(link.source_stage), topo.position_of(k)
-                if src < dst:
-                    raise ConfigError(f"EMA source of stage {k} lives in an earlier stage; the pipeline needs it later")
-                if src != dst:
-                    self.links.append(link)
+        timings = set()
+        for mech in learner.mechanisms:
+            for k in range(learner.num_stages):
+                for _, source in mech.ema_pairs(learner, k):
+                    tensors = module_tensors([source])
+                    if not tensors:
+                        continue
+                    link = EmaLink(k, owner[id(tensors[0])], source)
+                    src, dst = topo.position_of(link.source_stage), topo.position_of(k)
+                    if src < dst:
+                        raise ConfigError(
+                            f"the EMA source of stage {k} lives in stage {link.source_stage}, on an earlier pipeline "
+                            "position; the pipeline ships sources from later positions only"
+                        )
+                    if src != dst:
+                        self.links.append(link)
+                        timings.add(mech.ema_after_step())
+        if len(timings) > 1:
+            raise ConfigError("EMA twins updated after the backward and after the step in one run cannot be piped")
+        self.ema_after_step = timings == {True}
+
+    def check(self, options: PipelineOptions) -> None:
+        """Refuse settings this plan cannot honour, before any rank starts training."""
+        if options.mode == "async" and (self.window > 1 or self.links or self.topo.replicas > 1):
+            raise ConfigError(
+                "pipeline.mode async needs gradient-isolated stages without cross-rank EMA links and one replica "
+                "(a cascade, an EMA source or a gradient all-reduce needs the ranks in lock-step); use mode sync"
+            )
 
     # ----------------------------------------------------------------------------------------- carries
     def reads_input(self, position: int) -> bool:
@@ -185,6 +207,12 @@ class PipelinePlan:
             if topo.position_of(link.source_stage) == source_position
             and topo.position_of(link.twin_stage) == twin_position
         ]
+
+    def ema_sources(self, twin_position: int) -> list[int]:
+        """Source stages of the links into `twin_position`, each once, in order."""
+        return sorted(
+            {link.source_stage for link in self.links if self.topo.position_of(link.twin_stage) == twin_position}
+        )
 
     def ema_layout(self, links: list[EmaLink]) -> Layout:
         return Layout(tuple(s for i, l in enumerate(links) for s in state_specs(f"ema{i}", module_tensors([l.source]))))

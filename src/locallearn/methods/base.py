@@ -132,6 +132,11 @@ class Mechanism:
     def after_step(self, learner: LocalLearner, j: int) -> None:
         """Work right after stage j's optimizer step."""
 
+    def ema_after_step(self) -> bool:
+        """True when the twins of `ema_pairs` are updated in `after_step` of the source's stage (after its
+        optimizer step) instead of in `after_backward` of the twin's stage; the pipeline ships sources accordingly."""
+        return False
+
     def ema_pairs(self, learner: LocalLearner, k: int) -> list[tuple[nn.Module, nn.Module]]:
         """(twin, source) pairs updated after stage k's backward: the pipeline ships the sources across ranks."""
         return []

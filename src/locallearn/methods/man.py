@@ -86,6 +86,9 @@ class MAN(Mechanism):
         if self.options.ema_timing == "after_step" and j >= 1:
             self._update(learner, j - 1)  # stage j just stepped: its first block feeds twin j-1
 
+    def ema_after_step(self) -> bool:
+        return self.options.ema_timing == "after_step"
+
     def ema_pairs(self, learner: LocalLearner, k: int) -> list[tuple[nn.Module, nn.Module]]:
         if k >= learner.num_stages - 1:
             return []
