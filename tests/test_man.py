@@ -94,6 +94,8 @@ def test_man_plus_plus_trains_the_stem_as_its_own_module():
     manpp = make_learner("greedy+man++", k=4, arch="resnet32")
     assert manpp.num_stages == 5 and manpp.net.stem_is_module
     assert make_learner("greedy+man++", k=16, arch="resnet32").num_stages == 16  # the table has [0, 0]
+    without = make_learner("greedy+man++", k=4, arch="resnet32", manpp_stem_module=False)  # the ImageNet code
+    assert without.num_stages == 4 and not without.net.stem_is_module
 
 
 def test_man_plus_plus_scale_is_learned():
