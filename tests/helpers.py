@@ -21,6 +21,18 @@ def make_learner(method: str = "greedy", k: int = 4, arch: str = "resnet8", spli
     return build_learner(method, net, num_classes=10, mean=CIFAR_MEAN, std=CIFAR_STD, options=opts)
 
 
+def assert_resumes_exactly(engine, optimizer_states, full, x, y, steps: int = 2) -> None:
+    """Load the saved optimizer states into `engine`, train `steps` more steps and compare every tensor of its
+    learner, bit for bit, with `full` (the same run without the interruption)."""
+    for opt, state in zip(engine.optimizers, optimizer_states, strict=True):
+        opt.load_state_dict(state)
+    for _ in range(steps):
+        engine.train_step(x, y)
+    resumed = engine.learner.state_dict()
+    for key, value in full.state_dict().items():
+        torch.testing.assert_close(resumed[key], value, rtol=0, atol=0, msg=key)
+
+
 def random_batch(n: int = 8, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     x01 = torch.rand(n, 3, 32, 32, generator=g)

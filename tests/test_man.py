@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from helpers import make_learner, random_batch
+from helpers import assert_resumes_exactly, make_learner, random_batch
 from locallearn.engine.local import LocalEngine
 from locallearn.errors import ConfigError
 
@@ -106,32 +106,14 @@ def test_man_plus_plus_scale_is_learned():
 
 def test_legacy_stage_ratio_reproduces_the_released_interpolation():
     # MAN convention, ResNet-32 "K=16": 15 modules, one block each, stem merged; released ratio = layer/(16-2).
-    learner = make_learner(
-        "infopro:softmax+man",
-        k=15,
-        arch="resnet32",
-        split="units:1,2,3,4,5,6,7,8,9,10,11,12,13,14",
-        ixx_1=5,
-        ixy_1=0.5,
-        ixx_2=0,
-        ixy_2=0,
-        legacy_stage_ratio=True,
-    )
+    setting = dict(k=15, arch="resnet32", split="units:1,2,3,4,5,6,7,8,9,10,11,12,13,14", ixx_1=5, ixy_1=0.5)
+    learner = make_learner("infopro:softmax+man", **setting, ixx_2=0, ixy_2=0, legacy_stage_ratio=True)
     aux = [owned["aux"] for owned in learner.owned[:-1]]
     # module 0 ends at layer1.0; its next block is layer1.1 (layer 1): ratio 1/14
     assert aux[0].lambda_rec == pytest.approx(5 * (1 - 1 / 14))
     # module 5 ends at layer2.0... the next block of module 4 is layer2.0 (layer 2): ratio 2/14
     assert aux[4].lambda_rec == pytest.approx(5 * (1 - 2 / 14))
-    plain = make_learner(
-        "infopro:softmax+man",
-        k=15,
-        arch="resnet32",
-        split="units:1,2,3,4,5,6,7,8,9,10,11,12,13,14",
-        ixx_1=5,
-        ixy_1=0.5,
-        ixx_2=0,
-        ixy_2=0,
-    )
+    plain = make_learner("infopro:softmax+man", **setting, ixx_2=0, ixy_2=0)
     assert plain.owned[4]["aux"].lambda_rec == pytest.approx(5 * (1 - 4 / 13))
 
 
@@ -157,10 +139,4 @@ def test_resume_is_exact_with_ema_state():
     saved = copy.deepcopy((first.state_dict(), [o.state_dict() for o in engine.optimizers]))
     resumed = make_learner("infopro:softmax+man++", k=3, split=STEM_SPLIT, seed=99)
     resumed.load_state_dict(saved[0])
-    engine = _engine(resumed)
-    for opt, state in zip(engine.optimizers, saved[1], strict=True):
-        opt.load_state_dict(state)
-    for _ in range(2):
-        engine.train_step(x, y)
-    for key, value in full.state_dict().items():
-        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    assert_resumes_exactly(_engine(resumed), saved[1], full, x, y)
