@@ -15,6 +15,7 @@ import torch
 from launcher import ranks, torchrun
 
 from locallearn.cli import main
+from locallearn.engine.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.dist
 
@@ -55,12 +56,18 @@ def test_a_killed_rank_stops_the_others_and_resume_finishes_the_run(tmp_path, lo
     assert survivor.code != 0
     assert survivor.seconds - killed.seconds < BOUND
     assert "rank 1" in _error_line(survivor.stderr) and "died" in _error_line(survivor.stderr)
-    assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 0  # epoch 1 is the last complete one
+    assert load_checkpoint(out / "last.pt")["epoch"] == 0  # epoch 1 is the last complete one
     assert not (out / "summary.json").exists()
+    # Rank 0 may have written its epoch-2 file before rank 1 died: present or not, it is not committed.
+    assert {p.name for p in (out / "stages").iterdir()} <= {"epoch_0001", "epoch_0002"}
 
     done = torchrun([*args, "--resume"], 2)
     assert done.returncode == 0, done.stderr[-3000:]
-    got = torch.load(out / "last.pt", weights_only=False)
+    record = torch.load(out / "last.pt", weights_only=False)
+    assert [name for name, _ in record["stage_files"]] == [f"stages/epoch_0002/stage_0{k}.pt" for k in range(3)]
+    assert record["learner"] == {}  # the commit record holds no stage tensors: each owner wrote its own
+    assert sorted(p.name for p in (out / "stages").iterdir()) == ["epoch_0002"]  # older epochs removed
+    got = load_checkpoint(out / "last.pt")
     want = torch.load(local_run / "last.pt", weights_only=False)
     assert got["epoch"] == want["epoch"] == 1
     for key, value in want["learner"].items():
@@ -79,6 +86,23 @@ def test_a_killed_rank_stops_the_others_and_resume_finishes_the_run(tmp_path, lo
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2]
     assert all(len(h["stage_busy"]) == 2 for h in history)
+
+
+def test_resume_with_another_rank_count_reads_each_stage_from_its_new_owner(tmp_path, local_run, capsys):
+    """3 ranks (one stage each) stop after epoch 1; 2 ranks (stages 0-1 on rank 0) finish the run."""
+    out = tmp_path / "run"
+    first = torchrun([*RUN, *PIPELINE, "--out", str(out), "--stop-after-epoch", "1"], 3)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert sorted(p.name for p in (out / "stages" / "epoch_0001").iterdir()) == [f"stage_0{k}.pt" for k in range(3)]
+    done = torchrun([*RUN, *PIPELINE, "--out", str(out), "--resume"], 2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got, want = load_checkpoint(out / "last.pt"), torch.load(local_run / "last.pt", weights_only=False)
+    for key, value in want["learner"].items():
+        torch.testing.assert_close(got["learner"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+    capsys.readouterr()
+    assert main(["eval", str(out), "--json"]) == 0  # the local engine's evaluation reads the per-stage files
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["test_acc"] == pytest.approx(json.loads((local_run / "summary.json").read_text())["test_acc"])
 
 
 def test_a_raising_rank_stops_the_others_with_its_error(tmp_path):

@@ -4,10 +4,12 @@
 
 Rank 0 of each replica reads the data; every rank builds the same learner from the same seed and trains only
 its own stages. The Trainer drives epochs, evaluation (through the pipeline, counts summed over all ranks),
-metrics and the summary, written by rank 0 alone. The checkpoint is one atomic file in the local engine's
-format: at the end of each epoch every stage's state is gathered from its owner to rank 0, so a crash keeps
-the previous epoch whole, `--resume` restarts every rank from it (with any number of ranks), and
-`locallearn eval` or the local engine can read it.
+metrics and the summary, written by rank 0 alone. Checkpoints are per stage: at the end of each epoch each
+stage's owner writes its modules and optimizer to `stages/epoch_<e>/stage_<k>.pt` (atomically, in parallel,
+nothing gathered), and once every file is durable rank 0 commits the epoch by replacing `last.pt`, a small
+record naming the files and their checksums. A crash at any moment thus keeps the last committed epoch
+whole; `--resume` restarts every rank from it (each reads the stages it owns now, so the rank count may
+change on a shared filesystem), and `locallearn eval` or the local engine read it like their own.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from ..dist.monitor import Monitor
 from ..dist.topology import make_topology
 from ..errors import ConfigError, TrainingError
 from ..methods import LocalLearner
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, load_stage, remove_stale_stages, save_checkpoint, save_stage, stage_file
 from .pipeline_engine import PipelineEngine
 from .pipeline_plan import PipelinePlan, trace_stages
 from .trainer import CHECKPOINT, Trainer, _check_finite, build_run, use_channels_last
@@ -219,31 +221,49 @@ class PipelineTrainer(Trainer):
 
     # ----------------------------------------------------------------------------------------- checkpoints
     def save(self, epoch: int) -> None:
-        """Gather every stage's modules and optimizer from its owner (replica 0) and commit them on rank 0."""
-        learner, own = self.run.learner, {}
+        """Each owner (replica 0) writes its stages' files; then rank 0 commits the epoch in `last.pt`."""
+        learner, digests = self.run.learner, {}
         if self.topo.replica == 0:
             for k in self.topo.stages:
-                own[k] = _on_host((stage_state_dict(learner, [k]), self.run.optimizers[k].state_dict()))
+                tensors = _on_host(stage_state_dict(learner, [k]))
+                digests[k] = save_stage(self.out, epoch, k, tensors, _on_host(self.run.optimizers[k].state_dict()))
         parts: list[Any] | None = [None] * self.launch.world if self.is_main else None
         with peer_failure(ANOTHER_RANK):
-            dist.gather_object(own, parts, dst=0, group=self.groups.control)
+            dist.gather_object(digests, parts, dst=0, group=self.groups.control)  # every stage file is durable
         if self.is_main:
+            found = {k: digest for part in parts for k, digest in part.items()}
             state = self.state(epoch)
-            for part in parts:
-                for k, (tensors, optimizer) in part.items():
-                    state["learner"].update(tensors)
-                    state["optimizers"][k] = optimizer
+            stages = {key for k in range(self.run.learner.num_stages) for key in stage_state_dict(learner, [k])}
+            state["learner"] = {key: v for key, v in state["learner"].items() if key not in stages}
+            state["optimizers"] = [None] * len(found)
+            state["stage_files"] = [(stage_file(epoch, k), found[k]) for k in range(len(found))]
             state["pipeline"] = self.pipeline_stats()
-            save_checkpoint(self.checkpoint_path, state)
+            save_checkpoint(self.checkpoint_path, state)  # the commit point
         with peer_failure(ANOTHER_RANK):
-            dist.barrier(group=self.groups.control)  # epoch `epoch` is durable on every rank's return
+            dist.barrier(group=self.groups.control)  # epoch `epoch` is committed on every rank's return
+        if self.topo.replica == 0:
+            remove_stale_stages(self.out, epoch, self.topo.stages)
 
     def resume(self) -> None:
-        """Rank 0 reads the checkpoint and hands it to every rank (the run directory need not be shared)."""
-        box = [load_checkpoint(self.checkpoint_path, "cpu") if self.is_main else None]
+        """Rank 0 reads the commit record and hands it to every rank; each rank reads its own stages' files."""
+        box = [load_checkpoint(self.checkpoint_path, "cpu", assemble=False) if self.is_main else None]
         with peer_failure(ANOTHER_RANK):
             dist.broadcast_object_list(box, src=0, group=self.groups.control)
-        self.restore(box[0])
+        record, learner = box[0], self.run.learner
+        if "stage_files" not in record:  # a local-engine checkpoint: already whole
+            state = record
+        else:  # stages this rank does not own keep their fresh state: they are never used here
+            state = {
+                **record,
+                "learner": learner.state_dict(),
+                "optimizers": [o.state_dict() for o in self.run.optimizers],
+            }
+            state["learner"].update(record["learner"])
+            for k in self.topo.stages:
+                tensors, optimizer = load_stage(self.out, record, k, self.run.device)
+                state["learner"].update(tensors)
+                state["optimizers"][k] = optimizer
+        self.restore(state)
         self.engine.start_at(self.start_epoch * len(self.run.train_loader))
 
     # ----------------------------------------------------------------------------------------- summary
