@@ -71,3 +71,23 @@ def test_plot_needs_something_to_draw(tmp_path):
     assert plot_vs_k([], lambda r: r["error"], "error", tmp_path / "none.png") is None
     rows = [{"method": "greedy", "K": 2, "split": None, "error": 10.0}, {"method": "e2e", "K": 1, "error": 8.0}]
     assert plot_vs_k(rows, lambda r: r["error"], "error", tmp_path / "p.png") == tmp_path / "p.png"
+
+
+def test_a_stopped_sweep_reuses_finished_runs_and_resumes_the_interrupted_one(tmp_path):
+    from locallearn.cli.profile import expand_configs as expand
+    from locallearn.profile.sweep import run_name, train_or_reuse
+
+    args = ["bench", *TINY, "--method", "greedy", "--K", "2", "--train-limit", "32", "--test-limit", "16"]
+    (cfg,) = expand(build_parser().parse_args([*args, "--epochs", "2"]), seeds=None)
+    run_dir = tmp_path / run_name(cfg)
+    whole = train_or_reuse(cfg, tmp_path / "whole")
+    main(["train", *args[1:], "--epochs", "2", "--out", str(run_dir), "--stop-after-epoch", "1", "--no-progress"])
+    first = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    resumed = train_or_reuse(cfg, run_dir)  # continues from epoch 1: the same result as the whole run
+    assert resumed["epochs"] == 2 and resumed["test_acc"] == whole["test_acc"]
+    assert json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0]) == first  # epoch 1 not redone
+    stamp = (run_dir / "last.pt").stat().st_mtime_ns
+    assert train_or_reuse(cfg, run_dir) == resumed  # finished: reused, not trained again
+    assert (run_dir / "last.pt").stat().st_mtime_ns == stamp
+    train_or_reuse(cfg, run_dir, rerun=True)
+    assert (run_dir / "last.pt").stat().st_mtime_ns != stamp

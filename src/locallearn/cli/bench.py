@@ -2,8 +2,10 @@
 
 `--mode sweep` (default): for each method x K x seed, train for the config's budget (`--epochs`,
 `--train-limit`) and record test error, training throughput (images/s, warm-up excluded) and peak memory
-next to E2E. `--mode overhead`: the wall-time overhead of each method over E2E on the same device,
-timed in alternating rounds in one process, beside the theoretical (FLOPs) overhead.
+next to E2E; runs already trained under `--out` with the same config are reused (`--rerun` retrains) and an
+interrupted one resumes, so a long sweep can be stopped and started again. `--mode overhead`: the wall-time
+overhead of each method over E2E on the same device, timed in alternating rounds in one process, beside the
+theoretical (FLOPs) overhead.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup-steps", type=int, default=2, help="untimed steps before timing")
     p.add_argument("--rounds", type=int, default=3, help="overhead: alternating timing rounds")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--rerun", action="store_true", help="sweep: train every run again (default: reuse or resume earlier runs)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
             steps=args.steps,
             warmup=args.warmup_steps,
             progress=not args.no_progress,
+            rerun=args.rerun,
         )
         table = sweep_table(rows)
         paths = write_results(rows, out, stem, table)

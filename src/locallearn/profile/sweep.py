@@ -1,18 +1,22 @@
 """`locallearn bench` sweeps: accuracy at a fixed budget, throughput and memory for each (method, K, seed).
 
 Each row records the resolved config and the provenance (git SHA, torch version, device), so a result file
-says exactly what produced it.
+says exactly what produced it. Training runs live in `runs_dir`, one folder per config: a sweep that was
+stopped continues where it stopped when run again (finished runs are reused, an interrupted one resumes
+from its last epoch), unless `rerun` is set.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
-from ..engine.trainer import Trainer, resolve_device
+from ..engine.checkpoint import load_checkpoint
+from ..engine.trainer import CHECKPOINT, Trainer, resolve_device
 from ..errors import ConfigError
 from .compare import compare_runs, e2e_config, measure
 from .probe import input_spec
@@ -38,6 +42,20 @@ def _identity(cfg: RunConfig) -> dict[str, Any]:
     }
 
 
+def train_or_reuse(cfg: RunConfig, run_dir: Path, *, rerun: bool = False, progress: bool = False) -> dict[str, Any]:
+    """The summary of training `cfg` in `run_dir`, reusing a finished run or resuming an interrupted one of the
+    same config (a folder holding another config's run is trained over: it is the sweep's scratch space)."""
+    checkpoint, summary = run_dir / CHECKPOINT, run_dir / "summary.json"
+    saved = load_checkpoint(checkpoint, assemble=False) if checkpoint.is_file() and not rerun else None
+    same = saved is not None and saved["config"] == cfg.to_dict()
+    if same and saved["epoch"] + 1 == cfg.epochs and summary.is_file():
+        return json.loads(summary.read_text())
+    trainer = Trainer(cfg, run_dir, progress=progress)
+    if same:
+        trainer.resume()
+    return trainer.fit()
+
+
 def sweep(
     cfgs: Sequence[RunConfig],
     runs_dir: str | Path,
@@ -46,6 +64,7 @@ def sweep(
     steps: int = 5,
     warmup: int = 2,
     progress: bool = False,
+    rerun: bool = False,
 ) -> list[dict[str, Any]]:
     """One row per config: test accuracy after `cfg.epochs` (when `train`), images/s, peak memory vs E2E."""
     memory = compare_runs([(cfg, input_spec(cfg.dataset)) for cfg in cfgs])
@@ -53,7 +72,7 @@ def sweep(
     for cfg, mem in zip(cfgs, memory, strict=True):
         row: dict[str, Any] = {**_identity(cfg), "epochs": cfg.epochs, "train_limit": cfg.train_limit}
         if train:
-            summary = Trainer(cfg, Path(runs_dir) / run_name(cfg), progress=progress).fit()
+            summary = train_or_reuse(cfg, Path(runs_dir) / run_name(cfg), rerun=rerun, progress=progress)
             row |= {
                 "test_acc": summary["test_acc"],
                 "error": 100 * (1 - summary["test_acc"]),
