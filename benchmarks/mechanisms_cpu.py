@@ -4,12 +4,14 @@ InfoPro runs use the lambdas of the InfoPro recipe for the same K (read from con
 budget and seed: 2 epochs on the first 4,000 training images, batch 128, LR 0.1 held
 constant, evaluated on the first 2,000 test images, one thread. That budget separates methods that learn from
 methods that do not and prices each mechanism in seconds and memory; it does not reproduce the papers'
-400-epoch accuracies. Needs the canonical CIFAR-10 archive: pass `--data-dir DIR`; `--K 16` limits the sweep.
-Writes benchmarks/results/mechanisms_resnet32_*.
+400-epoch accuracies. Needs the canonical CIFAR-10 archive: pass `--data-dir DIR`; `--K 16` limits the sweep
+to one K. Runs already trained are reused, so a stopped sweep continues when started again (`--rerun` retrains).
+Writes benchmarks/results/mechanisms_resnet32_k<K>_*.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import yaml
@@ -30,7 +32,11 @@ def lambdas(k: int) -> list[str]:
 
 
 def main() -> int:
-    for k in (16, 8):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--K", type=int, nargs="*", default=[16, 8])
+    ks, rest = parser.parse_known_args()
+    sys.argv[1:] = rest  # the others go to `locallearn bench`
+    for k in ks.K:
         args = ["bench", "--arch", "resnet32", "--dataset", "cifar10", "--method", METHODS, "--K", str(k), *BUDGET]
         args += ["--schedule", "const", "--threads", "1", "--set", "warmup_epochs=0", *lambdas(k), "--no-progress"]
         code = run([*args, "--out", str(RESULTS), "--name", f"mechanisms_resnet32_k{k}"])
