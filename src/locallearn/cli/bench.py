@@ -2,10 +2,10 @@
 
 `--mode sweep` (default): for each method x K x seed, train for the config's budget (`--epochs`,
 `--train-limit`) and record test error, training throughput (images/s, warm-up excluded) and peak memory
-next to E2E; runs already trained under `--out` with the same config are reused (`--rerun` retrains) and an
-interrupted one resumes, so a long sweep can be stopped and started again. `--mode overhead`: the wall-time
-overhead of each method over E2E on the same device, timed in alternating rounds in one process, beside the
-theoretical (FLOPs) overhead.
+next to E2E. The runs live in `<out>/tmp/runs/<name>/`: one trained earlier with the same config is reused
+(`--rerun` retrains) and an interrupted one resumes, so a long sweep can be stopped and started again.
+`--mode overhead`: the wall-time overhead of each method over E2E on the same device, timed in alternating
+rounds in one process, beside the theoretical (FLOPs) overhead.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         rows = sweep(
             cfgs,
-            out / "tmp" / "runs",
+            out / "tmp" / "runs" / (args.name or args.mode),
             train=not args.no_train,
             steps=args.steps,
             warmup=args.warmup_steps,
