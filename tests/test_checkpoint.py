@@ -13,6 +13,7 @@ from locallearn.engine.checkpoint import (
     save_checkpoint,
     save_stage,
     stage_file,
+    stage_folder,
 )
 from locallearn.engine.pipeline import stage_state_dict
 from locallearn.errors import ConfigError
@@ -23,7 +24,7 @@ def _per_stage_checkpoint(run_dir, learner, epoch: int) -> dict:
     optimizers = [{"state": {}, "param_groups": [{"lr": 0.1 * (k + 1)}]} for k in range(learner.num_stages)]
     files = []
     for k in range(learner.num_stages):
-        digest = save_stage(run_dir, epoch, k, stage_state_dict(learner, [k]), optimizers[k])
+        digest = save_stage(run_dir, stage_file(epoch, k), k, stage_state_dict(learner, [k]), optimizers[k])
         files.append((stage_file(epoch, k), digest))
     record = {"epoch": epoch, "learner": {}, "optimizers": [None] * learner.num_stages, "stage_files": files}
     save_checkpoint(run_dir / "last.pt", record)
@@ -67,12 +68,17 @@ def test_committing_an_epoch_removes_only_the_older_files_of_ones_own_stages(tmp
     learner = make_learner("greedy", k=2)
     _per_stage_checkpoint(tmp_path, learner, epoch=0)
     _per_stage_checkpoint(tmp_path, learner, epoch=1)
-    remove_stale_stages(tmp_path, 1, range(0, 1))  # the owner of stage 0 cleans up
+    remove_stale_stages(tmp_path, stage_folder(1), range(0, 1))  # the owner of stage 0 cleans up
     assert not (tmp_path / stage_file(0, 0)).exists() and (tmp_path / stage_file(0, 1)).exists()
     assert (tmp_path / "stages" / "epoch_0001").is_dir()  # stage 1's owner has not cleaned up yet
-    remove_stale_stages(tmp_path, 1, range(1, 2))
+    remove_stale_stages(tmp_path, stage_folder(1), range(1, 2))
     assert sorted(p.name for p in (tmp_path / "stages").iterdir()) == ["epoch_0002"]
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+
+
+def test_stage_files_of_a_step_within_an_epoch_have_their_own_folder():
+    assert stage_file(2, 1) == "stages/epoch_0003/stage_01.pt"
+    assert stage_file(2, 1, step=40) == "stages/epoch_0003_step_000040/stage_01.pt"
 
 
 def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path):

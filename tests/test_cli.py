@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from locallearn.cli import main
+from locallearn.engine.local import LocalEngine
 
 QUICK = [
     "--arch",
@@ -63,6 +64,40 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     for sa, sb in zip(a["optimizers"], b["optimizers"], strict=True):
         for pid, state in sa["state"].items():
             assert torch.equal(state["momentum_buffer"], sb["state"][pid]["momentum_buffer"])
+
+
+def test_a_run_stopped_within_an_epoch_resumes_from_its_last_checkpointed_step(tmp_path, monkeypatch):
+    """4 steps per epoch, a checkpoint every 3 steps: a crash in step 4 of epoch 2 resumes after its step 3,
+    skipping the batches already trained, and ends with the weights and metrics of an uninterrupted run."""
+    full, part = tmp_path / "full", tmp_path / "part"
+    args = [*QUICK, "--method", "infopro+man", "--K", "3", "--batch-size", "16", "--epochs", "2"]
+    args += ["--set", "checkpoint_every=3"]
+    assert main(["train", *args, "--out", str(full)]) == 0
+    train_step, calls = LocalEngine.train_step, []
+
+    def crashing_step(self, x, y):
+        if type(self) is not LocalEngine:  # the memory probe's engine, not a training step
+            return train_step(self, x, y)
+        calls.append(y[:4].tolist())
+        if len(calls) == 8:
+            raise RuntimeError("power cut")
+        return train_step(self, x, y)
+
+    monkeypatch.setattr(LocalEngine, "train_step", crashing_step)
+    with pytest.raises(RuntimeError, match="power cut"):
+        main(["train", *args, "--out", str(part)])
+    saved = torch.load(part / "last.pt", weights_only=False)
+    assert saved["epoch"] == 0 and saved["partial"]["step"] == 3 and saved["partial"]["stats"].steps == 3
+    seen_before = list(calls)
+    assert main(["train", "--out", str(part), "--resume"]) == 0
+    assert calls[8:] == seen_before[7:8]  # only the batch of the step that crashed is trained again
+    a, b = (torch.load(run / "last.pt", weights_only=False) for run in (full, part))
+    assert "partial" not in b and a["epoch"] == b["epoch"] == 1
+    for key, value in a["learner"].items():
+        assert torch.equal(value, b["learner"][key]), key
+    rows = [[json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (full, part)]
+    for ra, rb in zip(*rows, strict=True):
+        assert {**ra, "train_seconds": 0} == {**rb, "train_seconds": 0}
 
 
 def test_eval_and_list(tmp_path, capsys):

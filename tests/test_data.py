@@ -456,6 +456,17 @@ def test_loader_is_a_pure_function_of_seed_and_epoch():
     assert same([t for b in loader for t in b], [t for b in loader for t in b])  # iterating again repeats
 
 
+def test_a_loader_started_at_batch_n_yields_the_rest_of_the_same_epoch():
+    loader = make_loader(aug=AugSpec(2, "reflect", flip=True, crop=8), shuffle=True, seed=0, batch_size=8)
+    loader.set_epoch(3)
+    whole = list(loader)
+    loader.set_epoch(3, start=2)
+    rest = list(loader)
+    assert len(whole) == len(rest) + 2 >= 3
+    for (xa, ya), (xb, yb) in zip(whole[2:], rest, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
 def test_loader_len_drop_last_and_channels_last():
     assert len(make_loader(batch_size=8)) == 5
     assert [len(y) for _, y in make_loader(batch_size=8)] == [8] * 4 + [5]

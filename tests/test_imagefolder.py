@@ -108,6 +108,15 @@ def test_determinism_per_seed_and_epoch(folder: Path) -> None:
     assert not torch.equal(x0, x2)
 
 
+def test_an_epoch_started_at_batch_n_skips_exactly_n_batches(folder: Path) -> None:
+    data = build_imagefolder_loaders(folder, image_size=32, batch_size=4, workers=0, device="cpu", seed=1)
+    data.train.set_epoch(2)
+    x, y = collect(data.train)
+    data.train.set_epoch(2, start=1)
+    x1, y1 = collect(data.train)
+    assert len(y) > 4 and torch.equal(x[4:], x1) and torch.equal(y[4:], y1)
+
+
 def test_limits_keep_every_class(folder: Path) -> None:
     data = build_imagefolder_loaders(
         folder, image_size=32, batch_size=8, workers=0, device="cpu", seed=0, train_limit=6, test_limit=3

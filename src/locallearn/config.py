@@ -98,6 +98,9 @@ class RunConfig:
     eval_batch_size: int = 1024
     log_every: int = 20
     """Steps between progress-bar refreshes (each one syncs with the device once)."""
+    checkpoint_every: int = 0
+    """Also checkpoint every N training steps within an epoch (0: at the end of each epoch only); a run
+    resumes from the last of them, mid-epoch, exactly as if it had not stopped."""
     threads: int | None = None
     """torch CPU threads (None keeps torch's default)."""
     method_options: MethodOptions = field(default_factory=MethodOptions)
@@ -184,6 +187,14 @@ def validate(cfg: RunConfig) -> None:
         (cfg.amp in ("auto", "none", "bf16", "fp16"), f"amp must be auto, none, bf16 or fp16, not '{cfg.amp}'"),
         (cfg.engine in ("local", "pipeline"), f"engine must be local or pipeline, not '{cfg.engine}'"),
         (isinstance(cfg.K, int) and cfg.K >= 1, f"K must be a positive integer, got {cfg.K}"),
+        (
+            cfg.checkpoint_every >= 0,
+            f"checkpoint_every must be >= 0 steps, got {cfg.checkpoint_every}",
+        ),
+        (
+            not (cfg.checkpoint_every and cfg.engine == "pipeline" and cfg.pipeline.mode == "async"),
+            "checkpoint_every needs pipeline.mode sync: asynchronous ranks never finish a step together",
+        ),
         *_pipeline_checks(cfg.pipeline),
     ]
     for ok, message in checks:

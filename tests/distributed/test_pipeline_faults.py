@@ -1,6 +1,6 @@
 """`locallearn train --engine pipeline` end to end: a failing rank stops the others in bounded time with an error
-that names it, and `--resume` restarts the whole pipeline from the last complete epoch, ending with the
-weights, history and summary an uninterrupted local-engine run gets.
+that names it, and `--resume` restarts the whole pipeline from the last complete step (or epoch), ending with
+the weights, history and summary an uninterrupted local-engine run gets.
 
 The ranks run as separate processes with no launcher agent around them (as on separate nodes), so only the
 pipeline's own failure handling can stop them.
@@ -50,16 +50,17 @@ def _error_line(stderr: str) -> str:
 
 def test_a_killed_rank_stops_the_others_and_resume_finishes_the_run(tmp_path, local_run):
     out = tmp_path / "run"
-    args = [*RUN, *PIPELINE, "--out", str(out)]
+    args = [*RUN, *PIPELINE, "--out", str(out), "--set", "checkpoint_every=1"]
     survivor, killed = ranks(args, 2, fault="kill:1:8")  # the 2nd step of epoch 2
     assert killed.code == -9
     assert survivor.code != 0
     assert survivor.seconds - killed.seconds < BOUND
     assert "rank 1" in _error_line(survivor.stderr) and "died" in _error_line(survivor.stderr)
-    assert load_checkpoint(out / "last.pt")["epoch"] == 0  # epoch 1 is the last complete one
+    saved = load_checkpoint(out / "last.pt")
+    assert saved["epoch"] == 0 and saved["partial"]["step"] == 1  # the last step every rank finished
     assert not (out / "summary.json").exists()
-    # Rank 0 may have written its epoch-2 file before rank 1 died: present or not, it is not committed.
-    assert {p.name for p in (out / "stages").iterdir()} <= {"epoch_0001", "epoch_0002"}
+    # Rank 0 may have written its file of step 2 before rank 1 died: present or not, it is not committed.
+    assert {p.name for p in (out / "stages").iterdir()} <= {"epoch_0002_step_000001", "epoch_0002_step_000002"}
 
     done = torchrun([*args, "--resume"], 2)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -86,6 +87,10 @@ def test_a_killed_rank_stops_the_others_and_resume_finishes_the_run(tmp_path, lo
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2]
     assert all(len(h["stage_busy"]) == 2 for h in history)
+    reference = [json.loads(line) for line in (local_run / "metrics.jsonl").read_text().splitlines()]
+    for ours, theirs in zip(history, reference, strict=True):  # epoch 2's statistics span the resume
+        assert ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-5)
+        assert ours["train_acc"] == pytest.approx(theirs["train_acc"])
 
 
 def test_resume_with_another_rank_count_reads_each_stage_from_its_new_owner(tmp_path, local_run, capsys):

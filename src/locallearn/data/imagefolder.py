@@ -13,6 +13,7 @@ workers or ranks, and `--resume` sees the same augmentations.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -212,7 +213,7 @@ class EpochSampler(Sampler):
 
     def __init__(self, n: int, train: bool, seed: int, rank: int = 0, world: int = 1) -> None:
         self.n, self.train, self.rank, self.world = n, train, rank, world
-        self.epoch = 0
+        self.epoch = self.skip = 0  # `skip`: keys of the epoch already trained (a run resumed mid-epoch)
         self.inner: DistributedSampler | None = None
         if train:
             self.inner = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed)
@@ -225,7 +226,7 @@ class EpochSampler(Sampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         indices = iter(self.inner) if self.inner is not None else iter(range(self.rank, self.n, self.world))
         epoch = self.epoch
-        return ((i, epoch) for i in indices)
+        return ((i, epoch) for i in itertools.islice(indices, self.skip, None))
 
     def __len__(self) -> int:
         return len(self.inner) if self.inner is not None else len(range(self.rank, self.n, self.world))
@@ -257,8 +258,10 @@ class ImageFolderLoader:
         self._mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
         self._inv_std = 1 / (torch.tensor(std, device=device).view(1, 3, 1, 1) * 255)
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Iterate epoch `epoch` from batch `start` on (a run resumed mid-epoch skips what it trained)."""
         self.sampler.set_epoch(epoch)
+        self.sampler.skip = start * self.loader.batch_size
 
     def __len__(self) -> int:
         return len(self.loader)

@@ -99,15 +99,16 @@ class DeviceLoader:
         self.drop_last = drop_last
         self.seed = seed
         self.channels_last = channels_last
-        self.epoch = 0
+        self.epoch = self.start = 0
         # uint8 -> [0, 1] -> (x - mean) / std, folded into one multiply-add.
         mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self._scale = 1.0 / (255.0 * std_t)
         self._shift = -mean_t / std_t
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Iterate epoch `epoch` from batch `start` on (a run resumed mid-epoch skips what it trained)."""
+        self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -137,7 +138,7 @@ class DeviceLoader:
         order = order.to(self.device)
         if draws is not None:
             offsets, flips = (t.to(self.device) for t in draws)  # moved once per epoch, sliced per batch
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        for start in range(self.start * self.batch_size, len(self) * self.batch_size, self.batch_size):
             idx = order[start : start + self.batch_size]
             x = self.images[idx]
             if draws is not None:

@@ -38,9 +38,14 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     _atomic(path, lambda f: torch.save(state, f))
 
 
-def stage_file(epoch: int, stage: int) -> str:
-    """Where stage `stage`'s state at the end of `epoch` (0-based) lives, relative to the run directory."""
-    return f"stages/epoch_{epoch + 1:04d}/stage_{stage:02d}.pt"
+def stage_folder(epoch: int, step: int = 0) -> str:
+    """The folder of the stage files of the end of `epoch` (0-based), or of its first `step` steps."""
+    return f"stages/epoch_{epoch + 1:04d}" + (f"_step_{step:06d}" if step else "")
+
+
+def stage_file(epoch: int, stage: int, step: int = 0) -> str:
+    """Where stage `stage`'s state at that point lives, relative to the run directory."""
+    return f"{stage_folder(epoch, step)}/stage_{stage:02d}.pt"
 
 
 def file_digest(path: Path) -> str:
@@ -51,10 +56,10 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_stage(run_dir: Path, epoch: int, stage: int, tensors: dict[str, torch.Tensor], optimizer: Any) -> str:
-    """Write one stage's module tensors and optimizer state atomically; returns the file's SHA-256."""
-    path = run_dir / stage_file(epoch, stage)
-    save_checkpoint(path, {"stage": stage, "epoch": epoch, "learner": tensors, "optimizer": optimizer})
+def save_stage(run_dir: Path, name: str, stage: int, tensors: dict[str, torch.Tensor], optimizer: Any) -> str:
+    """Write one stage's module tensors and optimizer state atomically to `run_dir / name`; returns its SHA-256."""
+    path = run_dir / name
+    save_checkpoint(path, {"stage": stage, "learner": tensors, "optimizer": optimizer})
     return file_digest(path)
 
 
@@ -76,15 +81,15 @@ def load_stage(run_dir: Path, record: dict[str, Any], stage: int, map_location: 
     return part["learner"], part["optimizer"]
 
 
-def remove_stale_stages(run_dir: Path, epoch: int, stages: range) -> None:
-    """Delete `stages`' files of epochs other than `epoch` (after `epoch` is committed), then empty folders."""
-    keep = {stage_file(epoch, k) for k in stages}
+def remove_stale_stages(run_dir: Path, folder_name: str, stages: range) -> None:
+    """Delete `stages`' files outside `folder_name` (once the checkpoint there is committed), then empty folders."""
+    keep = run_dir / folder_name
     for k in stages:
         for path in (run_dir / "stages").glob(f"epoch_*/stage_{k:02d}.pt"):
-            if str(path.relative_to(run_dir)) not in keep:
+            if path.parent != keep:
                 path.unlink(missing_ok=True)
     for folder in (run_dir / "stages").glob("epoch_*"):
-        if folder.name != f"epoch_{epoch + 1:04d}":
+        if folder != keep:
             with contextlib.suppress(OSError):  # another rank's stage file is still there (it removes it itself)
                 folder.rmdir()
 

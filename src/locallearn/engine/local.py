@@ -20,6 +20,19 @@ class StepStats:
     seen: int = 0
     steps: int = 0
 
+    def __add__(self, other: StepStats) -> StepStats:
+        """The sums over both spans of steps (an epoch's steps before and after a mid-epoch resume)."""
+        return StepStats(
+            loss=self.loss + other.loss.to(self.loss.device),
+            correct=self.correct + other.correct.to(self.correct.device),
+            has_logits=[a or b for a, b in zip(self.has_logits, other.has_logits, strict=True)],
+            seen=self.seen + other.seen,
+            steps=self.steps + other.steps,
+        )
+
+    def to(self, device: torch.device) -> StepStats:
+        return StepStats(self.loss.to(device), self.correct.to(device), list(self.has_logits), self.seen, self.steps)
+
 
 def autocast_context(device: torch.device, amp: str):
     if amp in ("bf16", "fp16") and device.type == "cuda":

@@ -32,10 +32,10 @@ from ..dist.monitor import Monitor
 from ..dist.topology import make_topology
 from ..errors import ConfigError, TrainingError
 from ..methods import LocalLearner
-from .checkpoint import load_checkpoint, load_stage, remove_stale_stages, save_checkpoint, save_stage, stage_file
+from .checkpoint import load_checkpoint, load_stage, remove_stale_stages, save_checkpoint, save_stage, stage_folder
 from .pipeline_engine import PipelineEngine
 from .pipeline_plan import PipelinePlan, trace_stages
-from .trainer import CHECKPOINT, Trainer, _check_finite, build_run, use_channels_last
+from .trainer import CHECKPOINT, EpochStart, Trainer, _check_finite, build_run, use_channels_last
 
 ANOTHER_RANK = "another rank"
 
@@ -164,18 +164,20 @@ class PipelineTrainer(Trainer):
         return itertools.repeat((None, None)) if count is None else itertools.repeat((None, None), count)
 
     # ----------------------------------------------------------------------------------------- epochs
-    def train_epoch(self, epoch: int) -> dict[str, Any]:
+    def train_epoch(self, epoch: int, at: EpochStart) -> dict[str, Any]:
         cfg, engine = self.cfg, self.engine
-        lr = self.begin_epoch(epoch)
+        lr = self.begin_epoch(epoch, at.step)
         steps = len(self.run.train_loader)
-        engine.begin_epoch(steps)
-        start = time.perf_counter()
-        bar = self.progress_bar(self._batches(self.run.train_loader, None if engine.asynchronous else steps), epoch)
-        for step, (x, y) in enumerate(bar, start=1):
+        engine.begin_epoch(steps - at.step, carried=at.stats)
+        start = time.perf_counter() - at.seconds
+        count = None if engine.asynchronous else steps - at.step
+        bar = self.progress_bar(self._batches(self.run.train_loader, count), epoch, at.step)
+        for step, (x, y) in enumerate(bar, start=at.step + 1):
             if not engine.train_step(x, y):
                 break
             if step % cfg.log_every == 0 or step == steps:
                 self._progress(epoch, step, bar)
+            self.checkpoint_within(epoch, step, steps, start)
         total, times = engine.end_epoch()
         if self.run.device.type == "cuda":
             torch.cuda.synchronize(self.run.device)
@@ -192,7 +194,7 @@ class PipelineTrainer(Trainer):
     def _progress(self, epoch: int, step: int, bar: Any) -> None:
         """Check this rank's losses, publish them, and (rank 0) show every stage's loss and busy fraction."""
         engine = self.engine
-        running = engine.stats.loss / step
+        running = engine.stats.loss / max(engine.stats.steps, 1)
         _check_finite(running, epoch, step, self.checkpoint_path)
         busy, idle = engine.clock.peek()
         own = {str(k): running[k].item() for k in self.topo.stages}
@@ -220,29 +222,35 @@ class PipelineTrainer(Trainer):
         return result
 
     # ----------------------------------------------------------------------------------------- checkpoints
-    def save(self, epoch: int) -> None:
-        """Each owner (replica 0) writes its stages' files; then rank 0 commits the epoch in `last.pt`."""
-        learner, digests = self.run.learner, {}
+    def save(self, epoch: int, step: int = 0, seconds: float = 0.0) -> None:
+        """Each owner (replica 0) writes its stages' files; then rank 0 commits them in `last.pt`.
+
+        A collective: every rank calls it after the same step, the end of `epoch` or its first `step` steps
+        (sync mode: each rank's stages are then at that step, and nothing is in flight between the ranks).
+        """
+        learner, digests, folder = self.run.learner, {}, stage_folder(epoch, step)
         if self.topo.replica == 0:
             for k in self.topo.stages:
                 tensors = _on_host(stage_state_dict(learner, [k]))
-                digests[k] = save_stage(self.out, epoch, k, tensors, _on_host(self.run.optimizers[k].state_dict()))
+                optimizer = _on_host(self.run.optimizers[k].state_dict())
+                digests[k] = save_stage(self.out, f"{folder}/stage_{k:02d}.pt", k, tensors, optimizer)
+        stats = self.engine.epoch_stats() if step else None  # a collective too: every rank's share
         parts: list[Any] | None = [None] * self.launch.world if self.is_main else None
         with peer_failure(ANOTHER_RANK):
             dist.gather_object(digests, parts, dst=0, group=self.groups.control)  # every stage file is durable
         if self.is_main:
             found = {k: digest for part in parts for k, digest in part.items()}
-            state = self.state(epoch)
+            state = self.state(epoch, EpochStart(step, seconds, stats.to(torch.device("cpu"))) if step else None)
             stages = {key for k in range(self.run.learner.num_stages) for key in stage_state_dict(learner, [k])}
             state["learner"] = {key: v for key, v in state["learner"].items() if key not in stages}
             state["optimizers"] = [None] * len(found)
-            state["stage_files"] = [(stage_file(epoch, k), found[k]) for k in range(len(found))]
+            state["stage_files"] = [(f"{folder}/stage_{k:02d}.pt", found[k]) for k in range(len(found))]
             state["pipeline"] = self.pipeline_stats()
             save_checkpoint(self.checkpoint_path, state)  # the commit point
         with peer_failure(ANOTHER_RANK):
-            dist.barrier(group=self.groups.control)  # epoch `epoch` is committed on every rank's return
+            dist.barrier(group=self.groups.control)  # the checkpoint is committed on every rank's return
         if self.topo.replica == 0:
-            remove_stale_stages(self.out, epoch, self.topo.stages)
+            remove_stale_stages(self.out, folder, self.topo.stages)
 
     def resume(self) -> None:
         """Rank 0 reads the commit record and hands it to every rank; each rank reads its own stages' files."""
@@ -264,7 +272,7 @@ class PipelineTrainer(Trainer):
                 state["learner"].update(tensors)
                 state["optimizers"][k] = optimizer
         self.restore(state)
-        self.engine.start_at(self.start_epoch * len(self.run.train_loader))
+        self.engine.start_at(self.start_epoch * len(self.run.train_loader) + self.resume_point.step)
 
     # ----------------------------------------------------------------------------------------- summary
     def pipeline_stats(self) -> dict[str, Any]:

@@ -104,6 +104,7 @@ class PipelineEngine(LocalEngine):
         self.replay: ReplayBuffer[tuple[Carry, Batch]] = ReplayBuffer(options.replay, options.max_reuse)
         self.stream: _Stream | None = None
         self.ended = False
+        self.carried: StepStats | None = None  # the epoch's merged statistics from before a mid-epoch resume
         self.global_step = 0
         self.ema_origin = 0
 
@@ -112,8 +113,10 @@ class PipelineEngine(LocalEngine):
         self.global_step = self.ema_origin = step
 
     # ----------------------------------------------------------------------------------------- training
-    def begin_epoch(self, steps: int) -> None:
-        """Open the epoch's stream of carries (`steps` of them, or until END in async mode)."""
+    def begin_epoch(self, steps: int, carried: StepStats | None = None) -> None:
+        """Open the epoch's stream of carries (`steps` of them, or until END in async mode). `carried`: the
+        merged statistics of the epoch's steps trained before a mid-epoch resume."""
+        self.carried = carried
         self.clock.lap()
         self._flush()  # async offers must not find the previous phase's sends still in flight and drop carries
         self.replay.clear()
@@ -180,7 +183,14 @@ class PipelineEngine(LocalEngine):
         times = self.clock.lap()
         self._average_buffers()
         self.stream = None
-        return self._merged(self.reset_stats()), times
+        stats = self.epoch_stats()
+        self.reset_stats()
+        return stats, times
+
+    def epoch_stats(self) -> StepStats:
+        """The epoch's statistics so far, merged over all ranks (a collective)."""
+        merged = self._merged(self.stats)
+        return merged if self.carried is None else self.carried + merged
 
     def _step(self, j: int) -> None:
         if self.groups.replicas is not None:

@@ -1,7 +1,8 @@
 """Trainer: builds a run from a RunConfig and drives epochs, evaluation, logging and checkpoints.
 
 Every epoch's data order and augmentation are a pure function of (seed, epoch) and the model is restored
-from the last epoch's checkpoint, so `--resume` continues bit-identically on CPU.
+from the last checkpoint (an epoch's end, or with `checkpoint_every` a step within an epoch, whose batches
+already trained are skipped), so `--resume` continues bit-identically on CPU.
 """
 
 from __future__ import annotations
@@ -57,6 +58,16 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     if amp == "auto":
         return "bf16" if device.type == "cuda" else "none"
     return amp
+
+
+@dataclass(frozen=True)
+class EpochStart:
+    """Where an epoch starts: its first step, or after `step` steps, `seconds` of training and their `stats`
+    (a run resumed from a checkpoint taken within the epoch)."""
+
+    step: int = 0
+    seconds: float = 0.0
+    stats: StepStats | None = None
 
 
 @dataclass
@@ -177,6 +188,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.elapsed = 0.0
+        self.resume_point = EpochStart()  # where epoch `start_epoch` begins
 
     def make_engine(self, amp: str, scaler: torch.amp.GradScaler | None) -> LocalEngine:
         return LocalEngine(self.run.learner, self.run.optimizers, amp=amp, scaler=scaler)
@@ -190,9 +202,12 @@ class Trainer:
     def checkpoint_path(self) -> Path:
         return self.out / CHECKPOINT
 
-    def state(self, epoch: int) -> dict[str, Any]:
+    def state(self, epoch: int, at: EpochStart | None = None) -> dict[str, Any]:
+        """What a checkpoint holds after `epoch`, or (`at`) after `at.step` steps of it."""
+        partial = {"partial": {"step": at.step, "seconds": at.seconds, "stats": at.stats}} if at else {}
         return {
-            "epoch": epoch,
+            "epoch": epoch - 1 if at else epoch,  # the last complete epoch
+            **partial,
             "learner": self.run.learner.state_dict(),
             "optimizers": [opt.state_dict() for opt in self.run.optimizers],
             "history": self.history,
@@ -220,6 +235,9 @@ class Trainer:
         self.history = ckpt["history"]
         self.elapsed = ckpt["elapsed"]
         self.start_epoch = ckpt["epoch"] + 1
+        if "partial" in ckpt:
+            stats = ckpt["partial"]["stats"].to(self.run.device)
+            self.resume_point = EpochStart(ckpt["partial"]["step"], ckpt["partial"]["seconds"], stats)
 
     def _write_metrics(self) -> None:
         write_text(self.out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
@@ -227,37 +245,43 @@ class Trainer:
         rows = [",".join(keys)] + [",".join(_csv_cell(h[k]) for k in keys) for h in self.history]
         write_text(self.out / "metrics.csv", "\n".join(rows) + "\n")
 
-    def begin_epoch(self, epoch: int) -> float:
-        """Set the epoch's learning rate and data order; returns the learning rate."""
+    def begin_epoch(self, epoch: int, first: int = 0) -> float:
+        """Set the epoch's learning rate and data order (from batch `first` on); returns the learning rate."""
         cfg, run = self.cfg, self.run
         lr = lr_at(epoch, cfg.epochs, cfg.lr, cfg.schedule, cfg.warmup_epochs, cfg.milestones)
         _set_lr(run.optimizers, lr)
-        run.train_loader.set_epoch(epoch)
+        run.train_loader.set_epoch(epoch, first)
         run.learner.train()
         return lr
 
-    def progress_bar(self, iterable: Any, epoch: int) -> tqdm:
+    def progress_bar(self, iterable: Any, epoch: int, first: int = 0) -> tqdm:
         return tqdm(
             iterable,
             desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
+            initial=first,
+            total=len(self.run.train_loader),
             disable=not (self.progress and self.is_main),
             leave=False,
             dynamic_ncols=True,
         )
 
-    def train_epoch(self, epoch: int) -> dict[str, Any]:
+    def train_epoch(self, epoch: int, at: EpochStart) -> dict[str, Any]:
         cfg, run = self.cfg, self.run
-        lr = self.begin_epoch(epoch)
-        bar = self.progress_bar(run.train_loader, epoch)
-        start = time.perf_counter()
+        lr = self.begin_epoch(epoch, at.step)
+        bar = self.progress_bar(run.train_loader, epoch, at.step)
+        start = time.perf_counter() - at.seconds
         self.engine.reset_stats()
-        for step, (x, y) in enumerate(bar, start=1):
+        if at.stats is not None:
+            self.engine.stats = at.stats
+        steps = len(run.train_loader)
+        for step, (x, y) in enumerate(bar, start=at.step + 1):
             self.engine.train_step(x, y)
-            if step % cfg.log_every == 0 or step == len(run.train_loader):
+            if step % cfg.log_every == 0 or step == steps:
                 # One host sync per `log_every` steps: the running mean loss of each stage.
-                running = self.engine.stats.loss / step
+                running = self.engine.stats.loss / self.engine.stats.steps
                 _check_finite(running, epoch, step, self.checkpoint_path)
                 bar.set_postfix_str(" ".join(f"{v:.3f}" for v in running.tolist()), refresh=False)
+            self.checkpoint_within(epoch, step, steps, start)
         total = self.engine.reset_stats()
         if run.device.type == "cuda":
             torch.cuda.synchronize(run.device)
@@ -282,9 +306,16 @@ class Trainer:
             "train_seconds": seconds,
         }
 
-    def save(self, epoch: int) -> None:
-        """Checkpoint the end of `epoch` (atomically: a crash keeps the previous one)."""
-        save_checkpoint(self.checkpoint_path, self.state(epoch))
+    def checkpoint_within(self, epoch: int, step: int, steps: int, start: float) -> None:
+        """Every `checkpoint_every` steps before the epoch's last (whose checkpoint `fit` writes)."""
+        every = self.cfg.checkpoint_every
+        if every and step % every == 0 and step < steps:
+            self.save(epoch, step, time.perf_counter() - start)
+
+    def save(self, epoch: int, step: int = 0, seconds: float = 0.0) -> None:
+        """Checkpoint the end of `epoch`, or its first `step` steps (atomically: a crash keeps the previous one)."""
+        at = EpochStart(step, seconds, self.engine.stats) if step else None
+        save_checkpoint(self.checkpoint_path, self.state(epoch, at))
 
     def fit(self, stop_after: int | None = None) -> dict[str, Any] | None:
         """Train to `cfg.epochs` (or only up to epoch `stop_after`, to be continued with --resume).
@@ -298,8 +329,9 @@ class Trainer:
             x, y = next(iter(run.train_loader))
             held = held_for_backward(run.learner, x, y)
         for epoch in range(self.start_epoch, min(self.cfg.epochs, stop_after or self.cfg.epochs)):
-            t0 = time.perf_counter()
-            record = self.train_epoch(epoch)
+            at, self.resume_point = self.resume_point, EpochStart()
+            t0 = time.perf_counter() - at.seconds
+            record = self.train_epoch(epoch, at)
             self.elapsed += time.perf_counter() - t0
             self.history.append(record)
             if main:
