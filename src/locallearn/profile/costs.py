@@ -77,7 +77,10 @@ class SavedTensorMeter:
         self._boxes: dict[int, list[weakref.ref]] = {}
 
     def _pack(self, t: torch.Tensor) -> _Saved:
-        box = _Saved(t)
+        # Box a detached alias (same storage): a node that saves its own output would otherwise hold, through
+        # the box, the output whose grad_fn is that node, a cycle outside Python's collector that leaks the
+        # whole graph. Backward needs only the values.
+        box = _Saved(t.detach())
         storage = t.untyped_storage()
         ptr = storage.data_ptr()
         if ptr not in self._exclude:
