@@ -91,3 +91,15 @@ def test_a_stopped_sweep_reuses_finished_runs_and_resumes_the_interrupted_one(tm
     assert (run_dir / "last.pt").stat().st_mtime_ns == stamp
     train_or_reuse(cfg, run_dir, rerun=True)
     assert (run_dir / "last.pt").stat().st_mtime_ns != stamp
+
+
+def test_a_run_is_reused_wherever_its_data_lives_but_not_with_another_setting():
+    from locallearn.config import build_config
+    from locallearn.profile.sweep import same_run
+
+    cfg = build_config(flags=dict(arch="resnet8", method="greedy", K=2, data_dir="/a"))
+    saved = build_config(flags=dict(arch="resnet8", method="greedy", K=2, data_dir="../b")).to_dict()
+    assert same_run(saved, cfg)
+    del saved["checkpoint_every"]  # written before the field existed: its default
+    assert same_run(saved, cfg)
+    assert not same_run({**saved, "lr": 0.5}, cfg)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig
+from ..config import RunConfig, config_from_dict
 from ..engine.checkpoint import load_checkpoint
 from ..engine.trainer import CHECKPOINT, Trainer, resolve_device
 from ..errors import ConfigError
@@ -42,12 +42,22 @@ def _identity(cfg: RunConfig) -> dict[str, Any]:
     }
 
 
+# Config fields that say where and how a run was watched, not what it computes.
+NOT_THE_RESULT = ("data_dir", "download", "workers", "log_every", "checkpoint_every")
+
+
+def same_run(saved: dict[str, Any], cfg: RunConfig) -> bool:
+    """Whether a run saved with config `saved` (fields added since then take their defaults) computes `cfg`."""
+    then, now = config_from_dict(saved).to_dict(), cfg.to_dict()
+    return all(then[k] == now[k] for k in now if k not in NOT_THE_RESULT)
+
+
 def train_or_reuse(cfg: RunConfig, run_dir: Path, *, rerun: bool = False, progress: bool = False) -> dict[str, Any]:
     """The summary of training `cfg` in `run_dir`, reusing a finished run or resuming an interrupted one of the
     same config (a folder holding another config's run is trained over: it is the sweep's scratch space)."""
     checkpoint, summary = run_dir / CHECKPOINT, run_dir / "summary.json"
     saved = load_checkpoint(checkpoint, assemble=False) if checkpoint.is_file() and not rerun else None
-    same = saved is not None and saved["config"] == cfg.to_dict()
+    same = saved is not None and same_run(saved["config"], cfg)
     if same and saved["epoch"] + 1 == cfg.epochs and summary.is_file():
         return json.loads(summary.read_text())
     trainer = Trainer(cfg, run_dir, progress=progress)
