@@ -110,9 +110,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", *, ass
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # a foreign or damaged file: say which and what to do
         raise ConfigError(f"checkpoint {path} cannot be read ({e}); delete it to start over") from e
-    for k in range(
-        len(state.get("stage_files", ())) if assemble else 0
-    ):  # a pipeline run's commit record: put its stages in
+    stages = len(state.get("stage_files", ())) if assemble else 0  # a pipeline run's commit record
+    for k in range(stages):
         tensors, optimizer = load_stage(path.parent, state, k, map_location)
         state["learner"].update(tensors)
         state["optimizers"][k] = optimizer

@@ -4,12 +4,13 @@
 
 Rank 0 of each replica reads the data; every rank builds the same learner from the same seed and trains only
 its own stages. The Trainer drives epochs, evaluation (through the pipeline, counts summed over all ranks),
-metrics and the summary, written by rank 0 alone. Checkpoints are per stage: at the end of each epoch each
-stage's owner writes its modules and optimizer to `stages/epoch_<e>/stage_<k>.pt` (atomically, in parallel,
-nothing gathered), and once every file is durable rank 0 commits the epoch by replacing `last.pt`, a small
-record naming the files and their checksums. A crash at any moment thus keeps the last committed epoch
-whole; `--resume` restarts every rank from it (each reads the stages it owns now, so the rank count may
-change on a shared filesystem), and `locallearn eval` or the local engine read it like their own.
+metrics and the summary, written by rank 0 alone. Checkpoints are per stage: at the end of each epoch (and
+every `checkpoint_every` steps) each stage's owner writes its modules and optimizer to
+`stages/epoch_<e>[_step_<s>]/stage_<k>.pt` (atomically, in parallel, nothing gathered), and once every file
+is durable rank 0 commits the checkpoint by replacing `last.pt`, a small record naming the files and their
+checksums. A crash at any moment thus keeps the last committed step whole; `--resume` restarts every rank
+from it (each reads the stages it owns now, so the rank count may change on a shared filesystem), and
+`locallearn eval` or the local engine read it like their own.
 """
 
 from __future__ import annotations
@@ -32,7 +33,15 @@ from ..dist.monitor import Monitor
 from ..dist.topology import make_topology
 from ..errors import ConfigError, TrainingError
 from ..methods import LocalLearner
-from .checkpoint import load_checkpoint, load_stage, remove_stale_stages, save_checkpoint, save_stage, stage_folder
+from .checkpoint import (
+    load_checkpoint,
+    load_stage,
+    remove_stale_stages,
+    save_checkpoint,
+    save_stage,
+    stage_file,
+    stage_folder,
+)
 from .pipeline_engine import PipelineEngine
 from .pipeline_plan import PipelinePlan, trace_stages
 from .trainer import CHECKPOINT, EpochStart, Trainer, _check_finite, build_run, use_channels_last
@@ -233,7 +242,7 @@ class PipelineTrainer(Trainer):
             for k in self.topo.stages:
                 tensors = _on_host(stage_state_dict(learner, [k]))
                 optimizer = _on_host(self.run.optimizers[k].state_dict())
-                digests[k] = save_stage(self.out, f"{folder}/stage_{k:02d}.pt", k, tensors, optimizer)
+                digests[k] = save_stage(self.out, stage_file(epoch, k, step), k, tensors, optimizer)
         stats = self.engine.epoch_stats() if step else None  # a collective too: every rank's share
         parts: list[Any] | None = [None] * self.launch.world if self.is_main else None
         with peer_failure(ANOTHER_RANK):
@@ -244,7 +253,7 @@ class PipelineTrainer(Trainer):
             stages = {key for k in range(self.run.learner.num_stages) for key in stage_state_dict(learner, [k])}
             state["learner"] = {key: v for key, v in state["learner"].items() if key not in stages}
             state["optimizers"] = [None] * len(found)
-            state["stage_files"] = [(f"{folder}/stage_{k:02d}.pt", found[k]) for k in range(len(found))]
+            state["stage_files"] = [(stage_file(epoch, k, step), found[k]) for k in range(len(found))]
             state["pipeline"] = self.pipeline_stats()
             save_checkpoint(self.checkpoint_path, state)  # the commit point
         with peer_failure(ANOTHER_RANK):
