@@ -467,6 +467,23 @@ def test_a_loader_started_at_batch_n_yields_the_rest_of_the_same_epoch():
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
+def test_the_shares_of_the_replicas_make_up_each_batch():
+    """Replica r of 3 gets part r of every batch, augmentation included; the last batch (5 of 37) too."""
+    aug = AugSpec(2, "reflect", flip=True, crop=8)
+    whole = make_loader(aug=aug, shuffle=True, seed=0, batch_size=16)
+    whole.set_epoch(1)
+    parts = []
+    for r in range(3):
+        loader = make_loader(aug=aug, shuffle=True, seed=0, batch_size=16, share=(r, 3))
+        loader.set_epoch(1)
+        parts.append(list(loader))
+    for b, (x, y) in enumerate(whole):
+        assert torch.equal(torch.cat([p[b][0] for p in parts]), x) and torch.equal(
+            torch.cat([p[b][1] for p in parts]), y
+        )
+        assert [len(p[b][1]) for p in parts] == [len(t) for t in y.tensor_split(3)]
+
+
 def test_loader_len_drop_last_and_channels_last():
     assert len(make_loader(batch_size=8)) == 5
     assert [len(y) for _, y in make_loader(batch_size=8)] == [8] * 4 + [5]

@@ -108,6 +108,21 @@ def test_determinism_per_seed_and_epoch(folder: Path) -> None:
     assert not torch.equal(x0, x2)
 
 
+def test_a_replica_decodes_only_its_part_of_each_batch(folder: Path) -> None:
+    def epoch(share: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        data = build_imagefolder_loaders(folder, image_size=32, batch_size=4, workers=0, device="cpu", share=share)
+        data.train.set_epoch(1)
+        return collect(data.train)
+
+    x, y = epoch((0, 1))
+    shares = [epoch((r, 2)) for r in range(2)]
+    assert sum(len(sy) for _, sy in shares) == len(y)
+    # batch b of the whole epoch is replica 0's half followed by replica 1's half
+    for b in range(len(y) // 4):
+        got = torch.cat([sx[2 * b : 2 * b + 2] for sx, _ in shares])
+        assert torch.equal(got, x[4 * b : 4 * b + 4])
+
+
 def test_an_epoch_started_at_batch_n_skips_exactly_n_batches(folder: Path) -> None:
     data = build_imagefolder_loaders(folder, image_size=32, batch_size=4, workers=0, device="cpu", seed=1)
     data.train.set_epoch(2)

@@ -92,8 +92,10 @@ LEAD = Case("sync-lead", k=2, steps=6, pipeline={"depth": 1})
 EVAL_BATCHES = 2
 
 
-def batch(t: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return random_batch(BATCH, seed=100 + t)
+def batch(t: int, share: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step t's global batch, or part r of n of it (`share`), as a replica's loader delivers it."""
+    r, n = share
+    return tuple(part.tensor_split(n)[r] for part in random_batch(BATCH, seed=100 + t))
 
 
 def sgd(learner: LocalLearner) -> list[torch.optim.Optimizer]:
@@ -115,10 +117,10 @@ def _train(case: Case, me, out: Path, rank: int) -> None:
     learner = case.learner()
     optimizers = sgd(learner)
     engine = _engine(case, learner, optimizers, me)
-    head = engine.topo.position == 0
+    head, share = engine.topo.position == 0, (engine.topo.replica, engine.topo.replicas)
     engine.begin_epoch(case.steps)
     for t in range(case.steps):
-        engine.train_step(*(batch(t) if head else (None, None)))
+        engine.train_step(*(batch(t, share) if head else (None, None)))
     stats, _ = engine.end_epoch()
     result = {
         "state": {key: v.clone() for key, v in stage_state_dict(learner, engine.topo.stages).items()},
@@ -130,7 +132,7 @@ def _train(case: Case, me, out: Path, rank: int) -> None:
         learner.eval()
         engine.begin_eval(EVAL_BATCHES)
         for t in range(EVAL_BATCHES):
-            engine.eval_step(*(batch(50 + t) if head else (None, None)))
+            engine.eval_step(*(batch(50 + t, share) if head else (None, None)))
         learner.train()
         result["eval"] = engine.end_eval()
     torch.save(result, out / f"{case.name}.{rank}.pt")

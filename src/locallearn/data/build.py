@@ -45,7 +45,12 @@ class RunData:
 
 
 def build_data(
-    cfg: RunConfig, device: torch.device, *, channels_last: bool = False, distributed: bool | None = None
+    cfg: RunConfig,
+    device: torch.device,
+    *,
+    channels_last: bool = False,
+    distributed: bool | None = None,
+    share: tuple[int, int] = (0, 1),
 ) -> RunData:
     """Loaders for `cfg.dataset` delivering batches to `device`.
 
@@ -53,16 +58,19 @@ def build_data(
     ranks of the default process group: each rank reads a DistributedSampler share of the training set and
     its slice of the validation set. `cfg.batch_size` is then the global batch, as in the papers' multi-GPU
     commands (1024 = 8 GPUs x 128): each rank loads batch_size / world size. Pass False when the ranks must
-    all see the same batches (one pipeline stage per rank).
+    all see the same batches (one pipeline stage per rank). `share = (r, n)`: every loader yields only part
+    r of n of each batch (a pipeline's data-parallel replica r; the data order stays that of one process).
     """
     if cfg.dataset in IMAGEFOLDER_DATASETS:
         if distributed is None:
             distributed = dist.is_available() and dist.is_initialized()
-        return _imagefolder_data(cfg, device, channels_last, distributed)
-    return _in_memory_data(cfg, device, channels_last)
+        return _imagefolder_data(cfg, device, channels_last, distributed, share)
+    return _in_memory_data(cfg, device, channels_last, share)
 
 
-def _imagefolder_data(cfg: RunConfig, device: torch.device, channels_last: bool, distributed: bool) -> RunData:
+def _imagefolder_data(
+    cfg: RunConfig, device: torch.device, channels_last: bool, distributed: bool, share: tuple[int, int]
+) -> RunData:
     if cfg.data_dir is None:
         raise ConfigError(f"dataset {cfg.dataset} needs data_dir (--data-dir): the folder holding train/ and val/")
     # Without a process group, build_imagefolder_loaders raises the error that says how to start one.
@@ -83,16 +91,17 @@ def _imagefolder_data(cfg: RunConfig, device: torch.device, channels_last: bool,
         train_limit=cfg.train_limit,
         test_limit=cfg.test_limit,
         channels_last=channels_last,
+        share=share,
     )
     shape = (3, cfg.image_size, cfg.image_size)
     return RunData(data.train, data.test, data.num_classes, data.mean, data.std, shape)
 
 
-def _in_memory_data(cfg: RunConfig, device: torch.device, channels_last: bool) -> RunData:
+def _in_memory_data(cfg: RunConfig, device: torch.device, channels_last: bool, share: tuple[int, int]) -> RunData:
     data = load_dataset(
         cfg.dataset, cfg.data_dir, train_limit=cfg.train_limit, test_limit=cfg.test_limit, download=cfg.download
     )
-    common = dict(mean=data.mean, std=data.std, device=device, channels_last=channels_last)
+    common = dict(mean=data.mean, std=data.std, device=device, channels_last=channels_last, share=share)
     train = DeviceLoader(
         data.train_x, data.train_y, cfg.batch_size, aug=data.aug, shuffle=True, seed=cfg.seed, **common
     )

@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..errors import ConfigError, DataError
+from .loader import share_bounds
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -235,6 +236,23 @@ class EpochSampler(Sampler):
 # ------------------------------------------------------------------------------------------ device loader
 
 
+class SharedBatches(Sampler):
+    """Part r of n of every batch of `batch_size` keys drawn from `sampler`, `share = (r, n)`: a data-parallel
+    replica decodes only its own slice of each global batch, the one it trains on."""
+
+    def __init__(self, sampler: EpochSampler, batch_size: int, share: tuple[int, int]) -> None:
+        self.sampler, self.batch_size, self.share = sampler, batch_size, share
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        keys = iter(self.sampler)
+        while batch := list(itertools.islice(keys, self.batch_size)):
+            lo, hi = share_bounds(len(batch), self.share)
+            yield batch[lo:hi]
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+
 class ImageFolderLoader:
     """Iterates `(x, y)` on `device`: x normalised float32 (B, 3, S, S), y int64 (B,).
 
@@ -246,12 +264,13 @@ class ImageFolderLoader:
         self,
         loader: DataLoader,
         sampler: EpochSampler,
+        batch_size: int,
         device: torch.device,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         channels_last: bool = False,
     ) -> None:
-        self.loader, self.sampler, self.device = loader, sampler, device
+        self.loader, self.sampler, self.batch_size, self.device = loader, sampler, batch_size, device
         self.dataset: ImageFolderDataset = loader.dataset
         self.channels_last = channels_last
         # In 0..255 units, so the uint8 batch needs one subtract and one multiply.
@@ -261,7 +280,7 @@ class ImageFolderLoader:
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Iterate epoch `epoch` from batch `start` on (a run resumed mid-epoch skips what it trained)."""
         self.sampler.set_epoch(epoch)
-        self.sampler.skip = start * self.loader.batch_size
+        self.sampler.skip = start * self.batch_size
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -356,6 +375,7 @@ def build_imagefolder_loaders(
     train_limit: int | None = None,
     test_limit: int | None = None,
     channels_last: bool = False,
+    share: tuple[int, int] = (0, 1),
 ) -> ImageFolderData:
     """Train/val loaders over `root/train` and `root/val`.
 
@@ -371,6 +391,8 @@ def build_imagefolder_loaders(
         distributed: shard both splits over the ranks of the initialised process group.
         train_limit / test_limit: keep this many images, spread evenly over the classes (quick runs).
         channels_last: deliver x in channels_last memory format.
+        share: (r, n): decode and deliver only part r of n of every batch (a pipeline's data-parallel
+            replica r, which trains on that slice of the global batch); not with `distributed`.
     """
     _pil_image()  # fail here, in the main process, rather than inside every worker
     root = Path(root)
@@ -399,8 +421,8 @@ def build_imagefolder_loaders(
     def make(samples: list[tuple[str, int]], train: bool, bs: int) -> ImageFolderLoader:
         dataset = ImageFolderDataset(samples, image_size, train=train, seed=seed)
         sampler = EpochSampler(len(dataset), train=train, seed=seed, rank=rank, world=world)
-        loader = DataLoader(dataset, batch_size=bs, sampler=sampler, **common)
-        return ImageFolderLoader(loader, sampler, device, channels_last=channels_last)
+        loader = DataLoader(dataset, batch_sampler=SharedBatches(sampler, bs, share), **common)
+        return ImageFolderLoader(loader, sampler, bs, device, channels_last=channels_last)
 
     return ImageFolderData(
         train=make(train_samples, True, batch_size),

@@ -50,6 +50,15 @@ def crop_flip(images: torch.Tensor, aug: AugSpec, offsets: torch.Tensor, flips: 
     return padded[batch, chans, rows, cols]
 
 
+def share_bounds(size: int, share: tuple[int, int]) -> tuple[int, int]:
+    """[lo, hi) of part `r` of `size` items cut into `n` parts, `share = (r, n)`, as `tensor_split` cuts them:
+    the first `size % n` parts take one item more."""
+    r, n = share
+    q, extra = divmod(size, n)
+    lo = r * q + min(r, extra)
+    return lo, lo + q + (r < extra)
+
+
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """A CPU generator seeded by hashing (seed, epoch) with SeedSequence: neighbouring pairs are unrelated."""
     state = np.random.SeedSequence([seed % 2**64, epoch]).generate_state(1, np.uint64)[0]
@@ -60,7 +69,8 @@ class DeviceLoader:
     """Iterate (x, y): x float32 normalised (B, C, H, W) on `device`, y int64 (B,).
 
     aug=None is evaluation (no augmentation). `set_epoch` selects the epoch whose order and augmentation
-    the next iteration uses; iterating twice without it repeats the same batches.
+    the next iteration uses; iterating twice without it repeats the same batches. `share = (r, n)` yields
+    only part r of n of every batch (B -> about B / n), the slice a data-parallel replica trains on.
     """
 
     def __init__(
@@ -77,6 +87,7 @@ class DeviceLoader:
         device: torch.device | str = "cpu",
         seed: int = 0,
         channels_last: bool = False,
+        share: tuple[int, int] = (0, 1),
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
@@ -99,6 +110,7 @@ class DeviceLoader:
         self.drop_last = drop_last
         self.seed = seed
         self.channels_last = channels_last
+        self.share = share  # (r, n): yield part r of n of every batch (a data-parallel replica's slice)
         self.epoch = self.start = 0
         # uint8 -> [0, 1] -> (x - mean) / std, folded into one multiply-add.
         mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
@@ -138,11 +150,12 @@ class DeviceLoader:
         order = order.to(self.device)
         if draws is not None:
             offsets, flips = (t.to(self.device) for t in draws)  # moved once per epoch, sliced per batch
-        for start in range(self.start * self.batch_size, len(self) * self.batch_size, self.batch_size):
-            idx = order[start : start + self.batch_size]
+        for first in range(self.start * self.batch_size, len(self) * self.batch_size, self.batch_size):
+            lo, hi = share_bounds(min(self.batch_size, len(order) - first), self.share)
+            start, end = first + lo, first + hi
+            idx = order[start:end]
             x = self.images[idx]
             if draws is not None:
-                end = start + len(idx)
                 x = crop_flip(x, self.aug, offsets[start:end], flips[start:end])
             x = x.float() * self._scale + self._shift
             if self.channels_last:

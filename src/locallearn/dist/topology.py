@@ -68,7 +68,12 @@ def assign_stages(flops: list[int], positions: int) -> tuple[tuple[int, int], ..
     return tuple((bounds[i] + 1, bounds[i + 1]) for i in range(positions))
 
 
-def make_topology(rank: int, world: int, replicas: int, flops: list[int]) -> Topology:
+def positions_of(world: int, replicas: int) -> int:
+    """Pipeline positions in a world of `world` ranks with `replicas` data-parallel replicas."""
     if world % replicas:
         raise ConfigError(f"world size {world} is not a multiple of pipeline.replicas={replicas}")
-    return Topology(rank, world, replicas, assign_stages(flops, world // replicas))
+    return world // replicas
+
+
+def make_topology(rank: int, world: int, replicas: int, flops: list[int]) -> Topology:
+    return Topology(rank, world, replicas, assign_stages(flops, positions_of(world, replicas)))

@@ -30,7 +30,7 @@ from ..config import PipelineOptions, RunConfig
 from ..dist.comm import peer_failure
 from ..dist.groups import Launch, launch, make_groups
 from ..dist.monitor import Monitor
-from ..dist.topology import make_topology
+from ..dist.topology import make_topology, positions_of
 from ..errors import ConfigError, TrainingError
 from ..methods import LocalLearner
 from .checkpoint import (
@@ -142,8 +142,11 @@ class PipelineTrainer(Trainer):
     ) -> None:
         self.launch, self.monitor = launch, monitor
         # Every rank builds the whole learner from the same seed (so each stage starts as under the local
-        # engine) and loads whole batches: rank 0 of each replica slices out its share.
-        run = build_run(cfg, launch.device, distributed=False)
+        # engine); the data loaders of replica r deliver only its share of each global batch, so a replica
+        # decodes no image that another one trains on.
+        replicas = cfg.pipeline.replicas
+        share = (launch.rank // positions_of(launch.world, replicas), replicas)  # Topology's replica numbering
+        run = build_run(cfg, launch.device, distributed=False, share=share)
         self.times = torch.zeros(launch.world, 2, dtype=torch.float64)  # busy and idle seconds of every rank
         super().__init__(cfg, out_dir, progress=progress, run=run)
         self.topo, self.groups = self.engine.topo, self.engine.groups

@@ -126,7 +126,8 @@ class PipelineEngine(LocalEngine):
             self.stream = _Stream(self.inbox, self.layouts["in", Kind.TRAIN], count, self.device)
 
     def train_step(self, x: torch.Tensor | None, y: torch.Tensor | None) -> bool:
-        """One step of this rank's stages. `x, y` is the global batch at position 0 (None elsewhere).
+        """One step of this rank's stages. `x, y`: at position 0, this replica's share of the global batch
+        (`tensor_split` part r of n, as the loaders built with `share` deliver it); None elsewhere.
 
         Returns False, doing nothing, once an asynchronous epoch has ended.
         """
@@ -230,9 +231,8 @@ class PipelineEngine(LocalEngine):
 
     # ----------------------------------------------------------------------------------------- carries
     def _input(self, x: torch.Tensor | None, y: torch.Tensor | None, kind: Kind) -> tuple[Carry, Batch] | None:
-        if self.stream is None:  # position 0: this replica's share of the global batch
-            r, n = self.topo.replica, self.topo.replicas
-            batch = self.learner.make_batch(x.tensor_split(n)[r], y.tensor_split(n)[r])
+        if self.stream is None:  # position 0: x, y are this replica's share of the global batch
+            batch = self.learner.make_batch(x, y)
             return self.learner.initial_carry(batch), batch
         if self.asynchronous and kind == Kind.TRAIN:
             return self._replayed()

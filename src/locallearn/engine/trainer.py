@@ -137,8 +137,15 @@ def build_optimizers(learner: LocalLearner, cfg: RunConfig) -> list[torch.optim.
     ]
 
 
-def build_run(cfg: RunConfig, device: torch.device | None = None, *, distributed: bool | None = None) -> Run:
-    """`distributed` goes to `build_data` (False: every rank loads whole batches, as pipeline stages need)."""
+def build_run(
+    cfg: RunConfig,
+    device: torch.device | None = None,
+    *,
+    distributed: bool | None = None,
+    share: tuple[int, int] = (0, 1),
+) -> Run:
+    """`distributed` and `share` go to `build_data` (pipeline ranks: distributed False, so that every stage
+    sees the same batches, and share (r, n) on data-parallel replica r of n)."""
     device = device or resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -147,7 +154,8 @@ def build_run(cfg: RunConfig, device: torch.device | None = None, *, distributed
     if ":" not in cfg.arch:
         MODELS.get(cfg.arch)
     torch.manual_seed(cfg.seed)
-    data = build_data(cfg, device, channels_last=use_channels_last(cfg, device), distributed=distributed)
+    channels_last = use_channels_last(cfg, device)
+    data = build_data(cfg, device, channels_last=channels_last, distributed=distributed, share=share)
     learner = build_model(cfg, data.image_shape, data.num_classes, mean=data.mean, std=data.std, device=device)
     optimizers = build_optimizers(learner, cfg)
     return Run(cfg, device, data, learner, optimizers, data.train, data.test)
