@@ -407,6 +407,8 @@ def build_imagefolder_loaders(
     train_samples = _even_subset(scan_split(root / "train", classes), train_limit)
     val_samples = _even_subset(scan_split(root / "val", classes), test_limit)
 
+    if distributed and share != (0, 1):
+        raise ConfigError("share slices batches for pipeline replicas, which load with distributed=False; use one")
     device = torch.device(device)
     rank, world = _rank_world(distributed)
     # Seeds the DataLoader's own base seed (workers' torch RNG); our transforms use per-sample generators.
