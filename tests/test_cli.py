@@ -66,7 +66,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
             assert torch.equal(state["momentum_buffer"], sb["state"][pid]["momentum_buffer"])
 
 
-def test_a_run_stopped_within_an_epoch_resumes_from_its_last_checkpointed_step(tmp_path, monkeypatch):
+def test_a_run_stopped_within_an_epoch_resumes_from_its_last_checkpointed_step(tmp_path, monkeypatch, capsys):
     """4 steps per epoch, a checkpoint every 3 steps: a crash in step 4 of epoch 2 resumes after its step 3,
     skipping the batches already trained, and ends with the weights and metrics of an uninterrupted run."""
     full, part = tmp_path / "full", tmp_path / "part"
@@ -89,6 +89,9 @@ def test_a_run_stopped_within_an_epoch_resumes_from_its_last_checkpointed_step(t
     saved = torch.load(part / "last.pt", weights_only=False)
     assert saved["epoch"] == 0 and saved["partial"]["step"] == 3 and saved["partial"]["stats"].steps == 3
     seen_before = list(calls)
+    capsys.readouterr()
+    assert main(["eval", str(part), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 3  # the weights are 3 steps into epoch 2
     assert main(["train", "--out", str(part), "--resume"]) == 0
     assert calls[8:] == seen_before[7:8]  # only the batch of the step that crashed is trained again
     a, b = (torch.load(run / "last.pt", weights_only=False) for run in (full, part))

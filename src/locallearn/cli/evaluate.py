@@ -30,10 +30,15 @@ def run(args: argparse.Namespace) -> int:
     run_ = build_run(cfg)
     run_.learner.load_state_dict(ckpt["learner"])
     acc, stage_acc, loss = evaluate(run_.learner, run_.test_loader, resolve_amp(cfg.amp, run_.device))
+    # `epoch`: the epochs completed; a checkpoint taken within the next one also says how many of its steps.
     result = {"test_acc": acc, "stage_acc": stage_acc, "test_loss": loss, "epoch": ckpt["epoch"] + 1}
+    where = f"epoch {result['epoch']}"
+    if "partial" in ckpt:
+        result["step"] = ckpt["partial"]["step"]
+        where += f" + {result['step']} steps"
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         stages = " ".join("-" if a is None else f"{a:.4f}" for a in stage_acc)
-        print(f"test_acc {acc:.4f}  stage_acc [{stages}]  test_loss {loss:.4f}  (epoch {result['epoch']})")
+        print(f"test_acc {acc:.4f}  stage_acc [{stages}]  test_loss {loss:.4f}  ({where})")
     return 0
