@@ -46,11 +46,21 @@ def hardware_tag(device: torch.device) -> str:
     return f"cpu{torch.get_num_threads()}"
 
 
-def provenance(device: torch.device) -> dict[str, Any]:
+def _code_version() -> tuple[str | None, bool | None]:
     status = _git("status", "--porcelain", "--untracked-files=no")
+    return git_sha(), bool(status) if status is not None else None
+
+
+# Read when this module is imported, i.e. when a profile or bench command starts: a sweep runs for hours,
+# and HEAD may move meanwhile while the code this process loaded stays the same.
+_CODE_VERSION = _code_version()
+
+
+def provenance(device: torch.device) -> dict[str, Any]:
+    sha, dirty = _CODE_VERSION
     return {
-        "git_sha": git_sha(),
-        "git_dirty": bool(status) if status is not None else None,
+        "git_sha": sha,
+        "git_dirty": dirty,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "device": str(device),
