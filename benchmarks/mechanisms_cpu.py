@@ -5,7 +5,8 @@ budget and seed: 2 epochs on the first 4,000 training images, batch 128, LR 0.1 
 constant, evaluated on the first 2,000 test images, one thread. That budget separates methods that learn from
 methods that do not and prices each mechanism in seconds and memory; it does not reproduce the papers'
 400-epoch accuracies. Needs the canonical CIFAR-10 archive: pass `--data-dir DIR`; `--K 16` limits the sweep
-to one K. Runs already trained are reused, so a stopped sweep continues when started again (`--rerun` retrains).
+to one K; `--train-limit 50000` trains on the full training set (written as mechanisms_resnet32_k<K>_n50000_*).
+Runs already trained are reused, so a stopped sweep continues when started again (`--rerun` retrains).
 Writes benchmarks/results/mechanisms_resnet32_k<K>_*.
 """
 
@@ -21,7 +22,7 @@ from _run import RESULTS, recipe, run
 OBJECTIVES = ("greedy", "dgl", "infopro")
 MECHANISMS = ("", "+contsup:R1E", "+man", "+man++", "+mlaan")
 METHODS = ",".join(obj + mech for mech in MECHANISMS for obj in OBJECTIVES)
-BUDGET = ["--epochs", "2", "--train-limit", "4000", "--test-limit", "2000", "--batch-size", "128", "--lr", "0.1"]
+BUDGET = ["--epochs", "2", "--test-limit", "2000", "--batch-size", "128", "--lr", "0.1"]
 
 
 def lambdas(k: int) -> list[str]:
@@ -34,12 +35,15 @@ def lambdas(k: int) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--K", type=int, nargs="*", default=[16, 8])
-    ks, rest = parser.parse_known_args()
-    sys.argv[1:] = rest  # the others go to `locallearn bench`
-    for k in ks.K:
+    parser.add_argument("--train-limit", type=int, default=4000)
+    known, sys.argv[1:] = parser.parse_known_args()  # the others go to `locallearn bench`
+    images = known.train_limit
+    for k in known.K:
         args = ["bench", "--arch", "resnet32", "--dataset", "cifar10", "--method", METHODS, "--K", str(k), *BUDGET]
+        args += ["--train-limit", str(images)]
         args += ["--schedule", "const", "--threads", "1", "--set", "warmup_epochs=0", *lambdas(k), "--no-progress"]
-        code = run([*args, "--out", str(RESULTS), "--name", f"mechanisms_resnet32_k{k}"])
+        name = f"mechanisms_resnet32_k{k}" + ("" if images == 4000 else f"_n{images}")
+        code = run([*args, "--out", str(RESULTS), "--name", name])
         if code:
             return code
     return 0
