@@ -8,6 +8,7 @@ import torch
 
 from helpers import make_learner
 from locallearn.engine.checkpoint import (
+    commit_record,
     load_checkpoint,
     remove_stale_stages,
     save_checkpoint,
@@ -26,8 +27,9 @@ def _per_stage_checkpoint(run_dir, learner, epoch: int) -> dict:
     for k in range(learner.num_stages):
         digest = save_stage(run_dir, stage_file(epoch, k), k, stage_state_dict(learner, [k]), optimizers[k])
         files.append((stage_file(epoch, k), digest))
-    record = {"epoch": epoch, "learner": {}, "optimizers": [None] * learner.num_stages, "stage_files": files}
-    save_checkpoint(run_dir / "last.pt", record)
+    whole = {"epoch": epoch, "learner": learner.state_dict(), "optimizers": optimizers}
+    keys = set(stage_state_dict(learner, range(learner.num_stages)))
+    save_checkpoint(run_dir / "last.pt", commit_record(whole, files, keys))
     return {"learner": learner.state_dict(), "optimizers": optimizers}
 
 

@@ -63,6 +63,13 @@ def save_stage(run_dir: Path, name: str, stage: int, tensors: dict[str, torch.Te
     return file_digest(path)
 
 
+def commit_record(state: dict[str, Any], files: list[tuple[str, str]], stage_keys: set[str]) -> dict[str, Any]:
+    """`state` (a whole checkpoint) as the commit record of per-stage `files` [(name, sha256), one per stage]:
+    the entries in `stage_keys` and every optimizer state live in those files instead."""
+    learner = {key: v for key, v in state["learner"].items() if key not in stage_keys}
+    return {**state, "learner": learner, "optimizers": [None] * len(files), "stage_files": files}
+
+
 def load_stage(run_dir: Path, record: dict[str, Any], stage: int, map_location: str | torch.device = "cpu") -> Any:
     """Stage `stage`'s (tensors, optimizer state) named by the commit `record`, checked against its digest."""
     name, digest = record["stage_files"][stage]

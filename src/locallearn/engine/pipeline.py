@@ -34,6 +34,7 @@ from ..dist.topology import make_topology, positions_of
 from ..errors import ConfigError, TrainingError
 from ..methods import LocalLearner
 from .checkpoint import (
+    commit_record,
     load_checkpoint,
     load_stage,
     remove_stale_stages,
@@ -253,10 +254,8 @@ class PipelineTrainer(Trainer):
         if self.is_main:
             found = {k: digest for part in parts for k, digest in part.items()}
             state = self.state(epoch, EpochStart(step, seconds, stats.to(torch.device("cpu"))) if step else None)
-            stages = {key for k in range(self.run.learner.num_stages) for key in stage_state_dict(learner, [k])}
-            state["learner"] = {key: v for key, v in state["learner"].items() if key not in stages}
-            state["optimizers"] = [None] * len(found)
-            state["stage_files"] = [(stage_file(epoch, k, step), found[k]) for k in range(len(found))]
+            files = [(stage_file(epoch, k, step), found[k]) for k in range(len(found))]
+            state = commit_record(state, files, set(stage_state_dict(learner, range(len(found)))))
             state["pipeline"] = self.pipeline_stats()
             save_checkpoint(self.checkpoint_path, state)  # the commit point
         with peer_failure(ANOTHER_RANK):
