@@ -103,3 +103,38 @@ def test_a_run_is_reused_wherever_its_data_lives_but_not_with_another_setting():
     del saved["checkpoint_every"]  # written before the field existed: its default
     assert same_run(saved, cfg)
     assert not same_run({**saved, "lr": 0.5}, cfg)
+
+
+def test_sweeps_running_at_once_split_the_runs_and_collect_each_others(tmp_path, monkeypatch):
+    """A run another process holds is left for the end, then waited for and reused, not trained twice."""
+    import threading
+
+    from locallearn.cli.profile import expand_configs as expand
+    from locallearn.profile import sweep as sweep_module
+
+    args = ["bench", *TINY, "--method", "greedy,dgl", "--K", "2", "--epochs", "1", "--train-limit", "16"]
+    cfgs = expand(build_parser().parse_args([*args, "--test-limit", "8"]), seeds=None)
+    trained: list[str] = []
+    fit = sweep_module.Trainer.fit
+    monkeypatch.setattr(sweep_module.Trainer, "fit", lambda self: trained.append(self.out.name) or fit(self))
+    first = tmp_path / sweep_module.run_name(cfgs[0])
+    held, release = threading.Event(), threading.Event()
+
+    def other_process() -> None:  # holds the first run, as a second sweep would while training it
+        with sweep_module.claim(first, wait=False) as mine:
+            assert mine
+            held.set()
+            release.wait()
+            sweep_module.train_or_reuse(cfgs[0], first)
+
+    other = threading.Thread(target=other_process)
+    other.start()
+    held.wait()
+    with sweep_module.claim(first, wait=False) as mine:
+        assert not mine  # taken: a sweep skips it
+    release.set()
+    summaries = sweep_module.train_all(cfgs, tmp_path)
+    other.join()
+    assert summaries[0] == json.loads((first / "summary.json").read_text())
+    assert summaries[1]["method"] == "dgl"
+    assert sorted(trained) == sorted([first.name, sweep_module.run_name(cfgs[1])])  # each trained once

@@ -3,14 +3,18 @@
 Each row records the resolved config and the provenance (git SHA, torch version, device), so a result file
 says exactly what produced it. Training runs live in `runs_dir`, one folder per config: a sweep that was
 stopped continues where it stopped when run again (finished runs are reused, an interrupted one resumes
-from its last epoch), unless `rerun` is set.
+from its last checkpoint), unless `rerun` is set. Several processes may run the same sweep at once (one per
+core, say): each run is claimed by a file lock, a process skips runs another one is training and collects
+them when it has trained the rest.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +70,41 @@ def train_or_reuse(cfg: RunConfig, run_dir: Path, *, rerun: bool = False, progre
     return trainer.fit()
 
 
+@contextmanager
+def claim(run_dir: Path, *, wait: bool) -> Iterator[bool]:
+    """Hold the exclusive lock of `run_dir` while the block runs; yields False (at once) if another process
+    holds it and not `wait`. The lock lives beside the folder, which training may overwrite; the kernel
+    releases it if the holder dies, so a killed sweep never leaves a run locked."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.parent / f"{run_dir.name}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def train_all(
+    cfgs: Sequence[RunConfig], runs_dir: Path, *, rerun: bool = False, progress: bool = False
+) -> list[dict[str, Any]]:
+    """`train_or_reuse` for each config, in order, except that a run another process is training is left for
+    the end and then waited for; it is reused (never retrained, even with `rerun`) once that process is done."""
+    summaries: dict[int, dict[str, Any]] = {}
+    for i, cfg in enumerate(cfgs):
+        with claim(runs_dir / run_name(cfg), wait=False) as mine:
+            if mine:
+                summaries[i] = train_or_reuse(cfg, runs_dir / run_name(cfg), rerun=rerun, progress=progress)
+    for i, cfg in enumerate(cfgs):
+        if i not in summaries:
+            with claim(runs_dir / run_name(cfg), wait=True):
+                summaries[i] = train_or_reuse(cfg, runs_dir / run_name(cfg), progress=progress)
+    return [summaries[i] for i in range(len(cfgs))]
+
+
 def sweep(
     cfgs: Sequence[RunConfig],
     runs_dir: str | Path,
@@ -78,11 +117,11 @@ def sweep(
 ) -> list[dict[str, Any]]:
     """One row per config: test accuracy after `cfg.epochs` (when `train`), images/s, peak memory vs E2E."""
     memory = compare_runs([(cfg, input_spec(cfg.dataset)) for cfg in cfgs])
+    summaries = train_all(cfgs, Path(runs_dir), rerun=rerun, progress=progress) if train else [None] * len(cfgs)
     rows = []
-    for cfg, mem in zip(cfgs, memory, strict=True):
+    for cfg, mem, summary in zip(cfgs, memory, summaries, strict=True):
         row: dict[str, Any] = {**_identity(cfg), "epochs": cfg.epochs, "train_limit": cfg.train_limit}
-        if train:
-            summary = train_or_reuse(cfg, Path(runs_dir) / run_name(cfg), rerun=rerun, progress=progress)
+        if summary is not None:
             row |= {
                 "test_acc": summary["test_acc"],
                 "error": 100 * (1 - summary["test_acc"]),
