@@ -217,3 +217,12 @@ def test_compositions_train_and_evaluate(method):
     assert torch.isfinite(engine.reset_stats().loss).all()
     learner.eval()
     assert learner(x).shape == (8, 10)
+
+
+def test_pooling_to_the_boundary_size_is_the_adaptive_pool_and_skips_a_same_size_input():
+    from locallearn.methods.contsup import PoolTo
+
+    x = torch.randn(2, 3, 8, 8)
+    assert PoolTo((8, 8))(x) is x
+    assert torch.equal(PoolTo((4, 4))(x), nn.functional.adaptive_avg_pool2d(x, (4, 4)))
+    assert torch.equal(PoolTo((3, 3))(x), nn.functional.adaptive_avg_pool2d(x, (3, 3)))

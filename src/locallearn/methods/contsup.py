@@ -51,6 +51,14 @@ def parse_mode(arg: str | None) -> ContextMode:
     return ContextMode(encoder=bool(match.group(2)), lags=int(match.group(1) or 0))
 
 
+class PoolTo(nn.AdaptiveAvgPool2d):
+    """Adaptive average pooling to a boundary's size that passes an input already at that size through: on CPU
+    the identity pool costs as much as a small conv, forward and backward, at every full-resolution boundary."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if tuple(x.shape[-2:]) == self.output_size else super().forward(x)
+
+
 class ContextEncoder(nn.Sequential):
     """E: two conv3x3-BN-ReLU at image resolution, then pooled to the boundary. (B, 3, H, W) -> (B, D, S, S)."""
 
@@ -58,7 +66,7 @@ class ContextEncoder(nn.Sequential):
         super().__init__(
             conv_bn_relu(image_channels, 12 * widen, bias=True),
             conv_bn_relu(12 * widen, shape[0], bias=True),
-            nn.AdaptiveAvgPool2d(tuple(shape[1:])),
+            PoolTo(tuple(shape[1:])),
         )
 
 
@@ -66,7 +74,7 @@ class ResEncoder(nn.Sequential):
     """R: conv1x1-BN-ReLU, then pooled to the boundary. (B, D_src, H', W') -> (B, D, S, S)."""
 
     def __init__(self, in_channels: int, shape: tuple[int, ...]) -> None:
-        super().__init__(conv_bn_relu(in_channels, shape[0], k=1, bias=True), nn.AdaptiveAvgPool2d(tuple(shape[1:])))
+        super().__init__(conv_bn_relu(in_channels, shape[0], k=1, bias=True), PoolTo(tuple(shape[1:])))
 
 
 class ContextNode(nn.Module):
