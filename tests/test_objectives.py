@@ -50,6 +50,13 @@ def test_decoder_and_mlp_sr_shapes():
     assert MLPSRHead(32, 16, 10)(torch.randn(2, 32, 16, 16)).shape == (2, 10)
 
 
+def test_decoder_at_the_image_size_equals_the_resampled_path():
+    decoder = Decoder(16, (32, 32)).eval()
+    h = torch.randn(2, 16, 32, 32)
+    resampled = torch.nn.functional.interpolate(h, size=(32, 32), mode="bilinear", align_corners=True)
+    assert torch.equal(decoder(h), decoder.body(resampled))
+
+
 def _grads(learner) -> list[bool]:
     """Per stage: did any of its parameters receive a (non-zero) gradient?"""
     out = []

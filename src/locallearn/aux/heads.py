@@ -93,5 +93,6 @@ class Decoder(nn.Module):
         )
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        h = F.interpolate(h, size=self.image_size, mode="bilinear", align_corners=True)
+        if tuple(h.shape[-2:]) != self.image_size:  # at the image's size the resampling is the identity
+            h = F.interpolate(h, size=self.image_size, mode="bilinear", align_corners=True)
         return self.body(h)
