@@ -138,3 +138,20 @@ def test_sweeps_running_at_once_split_the_runs_and_collect_each_others(tmp_path,
     assert summaries[0] == json.loads((first / "summary.json").read_text())
     assert summaries[1]["method"] == "dgl"
     assert sorted(trained) == sorted([first.name, sweep_module.run_name(cfgs[1])])  # each trained once
+
+
+def test_collect_tabulates_the_finished_runs_and_trains_nothing(tmp_path):
+    from locallearn.cli.profile import expand_configs as expand
+    from locallearn.profile.sweep import run_name, train_or_reuse
+
+    args = ["bench", *TINY, "--method", "greedy,dgl", "--K", "2", "--epochs", "1", "--train-limit", "16"]
+    args += ["--test-limit", "8"]
+    greedy, dgl = expand(build_parser().parse_args(args), seeds=None)
+    runs = tmp_path / "tmp" / "runs" / "part"
+    finished = train_or_reuse(greedy, runs / run_name(greedy))
+    assert main([*args, *FAST, "--collect", "--out", str(tmp_path), "--name", "part"]) == 0
+    (json_file,) = tmp_path.glob("part_cpu*_*.json")
+    rows = json.loads(json_file.read_text())
+    assert rows[0]["method"] == "greedy" and rows[0]["test_acc"] == finished["test_acc"]
+    assert rows[1]["method"] == "dgl" and "test_acc" not in rows[1] and rows[1]["images_per_s"] > 0
+    assert not (runs / run_name(dgl)).exists()

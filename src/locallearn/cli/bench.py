@@ -3,7 +3,8 @@
 `--mode sweep` (default): for each method x K x seed, train for the config's budget (`--epochs`,
 `--train-limit`) and record test error, training throughput (images/s, warm-up excluded) and peak memory
 next to E2E. The runs live in `<out>/tmp/runs/<name>/`: one trained earlier with the same config is reused
-(`--rerun` retrains) and an interrupted one resumes, so a long sweep can be stopped and started again.
+(`--rerun` retrains) and an interrupted one resumes, so a long sweep can be stopped and started again;
+`--collect` tabulates the runs finished so far without training.
 `--mode overhead`: the wall-time overhead of each method over E2E on the same device, timed in alternating
 rounds in one process, beside the theoretical (FLOPs) overhead.
 """
@@ -35,6 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--rerun", action="store_true", help="sweep: train every run again (default: reuse or resume earlier runs)"
     )
+    p.add_argument(
+        "--collect", action="store_true", help="sweep: train nothing, tabulate the runs finished so far (others: -)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
             warmup=args.warmup_steps,
             progress=not args.no_progress,
             rerun=args.rerun,
+            collect=args.collect,
         )
         table = sweep_table(rows)
         paths = write_results(rows, out, stem, table)

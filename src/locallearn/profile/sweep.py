@@ -56,16 +56,27 @@ def same_run(saved: dict[str, Any], cfg: RunConfig) -> bool:
     return all(then[k] == now[k] for k in now if k not in NOT_THE_RESULT)
 
 
+def _saved(cfg: RunConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The last checkpoint in `run_dir` if it is a run of `cfg` (without its weights), else None."""
+    checkpoint = run_dir / CHECKPOINT
+    saved = load_checkpoint(checkpoint, assemble=False) if checkpoint.is_file() else None
+    return saved if saved is not None and same_run(saved["config"], cfg) else None
+
+
+def finished_summary(cfg: RunConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The summary of a finished run of `cfg` in `run_dir`, or None if there is none (yet)."""
+    saved, summary = _saved(cfg, run_dir), run_dir / "summary.json"
+    done = saved is not None and saved["epoch"] + 1 == cfg.epochs and summary.is_file()
+    return json.loads(summary.read_text()) if done else None
+
+
 def train_or_reuse(cfg: RunConfig, run_dir: Path, *, rerun: bool = False, progress: bool = False) -> dict[str, Any]:
     """The summary of training `cfg` in `run_dir`, reusing a finished run or resuming an interrupted one of the
     same config (a folder holding another config's run is trained over: it is the sweep's scratch space)."""
-    checkpoint, summary = run_dir / CHECKPOINT, run_dir / "summary.json"
-    saved = load_checkpoint(checkpoint, assemble=False) if checkpoint.is_file() and not rerun else None
-    same = saved is not None and same_run(saved["config"], cfg)
-    if same and saved["epoch"] + 1 == cfg.epochs and summary.is_file():
-        return json.loads(summary.read_text())
+    if not rerun and (summary := finished_summary(cfg, run_dir)) is not None:
+        return summary
     trainer = Trainer(cfg, run_dir, progress=progress)
-    if same:
+    if not rerun and _saved(cfg, run_dir) is not None:
         trainer.resume()
     return trainer.fit()
 
@@ -114,10 +125,19 @@ def sweep(
     warmup: int = 2,
     progress: bool = False,
     rerun: bool = False,
+    collect: bool = False,
 ) -> list[dict[str, Any]]:
-    """One row per config: test accuracy after `cfg.epochs` (when `train`), images/s, peak memory vs E2E."""
+    """One row per config: test accuracy after `cfg.epochs` (when `train`), images/s, peak memory vs E2E.
+
+    `collect` trains nothing: the accuracy of each run finished so far, none for the others."""
     memory = compare_runs([(cfg, input_spec(cfg.dataset)) for cfg in cfgs])
-    summaries = train_all(cfgs, Path(runs_dir), rerun=rerun, progress=progress) if train else [None] * len(cfgs)
+    runs_dir = Path(runs_dir)
+    if collect:
+        summaries = [finished_summary(cfg, runs_dir / run_name(cfg)) for cfg in cfgs]
+    elif train:
+        summaries = train_all(cfgs, runs_dir, rerun=rerun, progress=progress)
+    else:
+        summaries = [None] * len(cfgs)
     rows = []
     for cfg, mem, summary in zip(cfgs, memory, summaries, strict=True):
         row: dict[str, Any] = {**_identity(cfg), "epochs": cfg.epochs, "train_limit": cfg.train_limit}
