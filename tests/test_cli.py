@@ -44,6 +44,7 @@ def test_train_writes_a_run_directory_and_json_summary(tmp_path, capsys):
         assert key in summary
     assert summary["K"] == 3 and summary["epochs"] == 2 and len(summary["stage_acc"]) == 3
     assert 0.0 <= summary["test_acc"] <= 1.0
+    assert summary["inference_flops"] > 0 and summary["inference_params"] < summary["params"]  # no aux nets
     assert json.loads((out / "summary.json").read_text()) == summary
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
     assert (out / "metrics.csv").exists() and (out / "config.yaml").exists() and (out / "last.pt").exists()

@@ -183,6 +183,21 @@ def test_inference_parameters_grow_by_exactly_the_context_nodes():
     assert make_learner("greedy+contsup:R0", k=K).inference_parameters() == plain
 
 
+def test_inference_flops_grow_by_exactly_the_context_nodes():
+    from locallearn.profile.costs import inference_flops
+
+    x = torch.randn(2, 3, 32, 32)
+    plain = inference_flops(make_learner("greedy", k=K), x)
+    assert plain == inference_flops(make_learner("e2e", k=1), x) == inference_flops(make_learner("dgl", k=K), x)
+    # Enc runs at the image's 32x32: conv3x3 3->12, then 12->D, D = 16, 16, 32. R1E's ResEnc conv1x1 run at their
+    # source's 32x32: 16->16 (stage 2) and 16->32 (stage 3). FLOPs = 2 x MACs.
+    pixels = 32 * 32
+    enc = sum(pixels * (12 * 3 * 9 + d * 12 * 9) for d in (16, 16, 32))
+    res = pixels * (16 * 16 + 32 * 16)
+    assert inference_flops(make_learner("greedy+contsup:R1E", k=K), x) - plain == 2 * (enc + res)
+    assert inference_flops(make_learner("greedy+contsup:R0", k=K), x) == plain
+
+
 @pytest.mark.parametrize(
     ("mode", "k", "count"),
     # stage k, lag j exists when stage k-1-j >= 0 (>= 1 with E): R2 at K=4: 1 + 2 + 2; R4 at K=8: 1 + 2 + 3 + 4 * 4.

@@ -300,6 +300,6 @@ class PipelineTrainer(Trainer):
             "stage_busy": self._busy_fractions(self.times),
         }
 
-    def summary(self, held: list[int]) -> dict[str, Any]:
+    def summary(self, held: list[int], flops: int) -> dict[str, Any]:
         """The local engine's summary, plus `engine` and the `pipeline` layout and busy/idle times."""
-        return {**super().summary(held), "engine": "pipeline", "pipeline": self.pipeline_stats()}
+        return {**super().summary(held, flops), "engine": "pipeline", "pipeline": self.pipeline_stats()}

@@ -23,6 +23,7 @@ from ..data.build import Loader, RunData, build_data
 from ..errors import ConfigError, TrainingError
 from ..methods import LocalLearner, build_learner, needs_stem_module, parse_method
 from ..models import MODELS, build_backbone
+from ..profile.costs import inference_flops
 from ..profile.memory import held_for_backward
 from ..split import split_model
 from .checkpoint import load_checkpoint, save_checkpoint, write_json, write_text
@@ -336,6 +337,7 @@ class Trainer:
             write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
             x, y = next(iter(run.train_loader))
             held = held_for_backward(run.learner, x, y)
+            flops = inference_flops(run.learner, x[:2])
         for epoch in range(self.start_epoch, min(self.cfg.epochs, stop_after or self.cfg.epochs)):
             at, self.resume_point = self.resume_point, EpochStart()
             t0 = time.perf_counter() - at.seconds
@@ -349,11 +351,11 @@ class Trainer:
                 tqdm.write(_epoch_line(record))
         if not main:
             return None
-        summary = self.summary(held)
+        summary = self.summary(held, flops)
         write_json(self.out / "summary.json", summary)
         return summary
 
-    def summary(self, held: list[int]) -> dict[str, Any]:
+    def summary(self, held: list[int], flops: int) -> dict[str, Any]:
         learner, last = self.run.learner, self.history[-1] if self.history else {}
         return {
             "method": self.cfg.method,
@@ -373,6 +375,7 @@ class Trainer:
             "held_bytes_per_stage": held,
             "params": sum(p.numel() for p in learner.parameters()),
             "inference_params": learner.inference_parameters(),
+            "inference_flops": flops,  # per image
             "device": str(self.run.device),
             "torch": torch.__version__,
             "seed": self.cfg.seed,

@@ -53,6 +53,19 @@ class FlopCounter:
             handle.remove()
 
 
+def inference_flops(learner: nn.Module, x: torch.Tensor) -> int:
+    """Forward FLOPs per image of the deployed network on `x` (B, C, H, W): the backbone plus the modules a
+    mechanism keeps at inference (`learner.inference_modules`, e.g. ContSup's context nodes), no aux nets."""
+    training = learner.training
+    learner.eval()  # eval mode: BN statistics are not touched
+    try:
+        with torch.no_grad(), FlopCounter(learner.net, *learner.inference_modules) as counter:
+            learner(x)
+    finally:
+        learner.train(training)
+    return counter.flops // x.shape[0]
+
+
 class _Saved:
     """What autograd keeps instead of a saved tensor: a box that dies with the graph node holding it."""
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from .costs import inference_flops
 from .memory import StageTrace, TracingEngine, storage_sizes
 
 BACKWARD_FACTOR = 3  # forward + backward ~ 3 x forward
@@ -55,6 +56,7 @@ class StepProfile:
     peak_stage: int  # the stage during which the step peaks
     peak_bytes: int
     train_flops: int  # per image, all stages
+    inference_flops: int  # per image, forward of the deployed network
 
     @property
     def static_bytes(self) -> int:
@@ -125,4 +127,5 @@ def profile_step(
         peak_stage=peak_stage,
         peak_bytes=stages[peak_stage].peak_bytes,
         train_flops=sum(s.train_flops for s in stages),
+        inference_flops=inference_flops(learner, x[:2]),
     )

@@ -31,7 +31,7 @@ def summary_table(rows: Sequence[dict[str, Any]]) -> str:
     activations, its aux nets, the batch / carry / earlier graphs alive beside them, and the static memory."""
     headers = [
         "method", "K", "activations", "aux nets", "batch+carry", "weights+grads+opt", "peak", "E2E peak",
-        "ratio", "GFLOPs/img", "theor. overhead",
+        "ratio", "GFLOPs/img", "theor. overhead", "inference GFLOPs/img",
     ]  # fmt: skip
     body = []
     for r in rows:
@@ -49,6 +49,7 @@ def summary_table(rows: Sequence[dict[str, Any]]) -> str:
                 f"{100 * r['ratio']:.1f}%",
                 f"{r['train_flops'] / 1e9:.3f}",
                 f"{100 * r['flops_overhead']:+.1f}%",
+                f"{r['inference_flops'] / 1e9:.3f}",
             ]
         )
     return markdown_table(headers, body)
