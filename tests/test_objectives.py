@@ -50,6 +50,21 @@ def test_decoder_and_mlp_sr_shapes():
     assert MLPSRHead(32, 16, 10)(torch.randn(2, 32, 16, 16)).shape == (2, 10)
 
 
+SIZES = [((8, 8), (32, 32)), ((16, 12), (32, 40)), ((7, 7), (56, 56)), ((5, 5), (5, 5))]
+
+
+@pytest.mark.parametrize(("src", "dst"), SIZES)
+def test_bilinear_upsampling_is_interpolate_with_aligned_corners(src, dst):
+    from locallearn.aux.heads import upsample_bilinear
+
+    h = torch.randn(2, 3, *src, dtype=torch.float64, requires_grad=True)
+    ours = upsample_bilinear(h, dst)
+    ref = torch.nn.functional.interpolate(h, size=dst, mode="bilinear", align_corners=True)
+    torch.testing.assert_close(ours, ref)
+    grad = torch.randn_like(ref)
+    torch.testing.assert_close(torch.autograd.grad(ours, h, grad)[0], torch.autograd.grad(ref, h, grad)[0])
+
+
 def test_decoder_at_the_image_size_equals_the_resampled_path():
     decoder = Decoder(16, (32, 32)).eval()
     h = torch.randn(2, 16, 32, 32)

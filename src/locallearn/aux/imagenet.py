@@ -14,7 +14,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models.imagenet_resnet import init_imagenet_resnet
-from .heads import conv_bn_relu
+from .heads import conv_bn_relu, upsample_bilinear
 
 # (out_channels, kernel) of the decoder's conv-BN-ReLU layers per input width. Each layer is followed by a 2x
 # bilinear upsample, the last one landing on the image size; a conv3x3 -> 3 + sigmoid ends the decoder.
@@ -50,7 +50,7 @@ class ImageNetDecoder(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         for conv, size in zip(self.convs, self.sizes, strict=True):
-            h = F.interpolate(conv(h), size=size, mode="bilinear", align_corners=True)
+            h = upsample_bilinear(conv(h), size)
         return self.out(h)
 
 
