@@ -130,7 +130,6 @@ def sweep(
     """One row per config: test accuracy after `cfg.epochs` (when `train`), images/s, peak memory vs E2E.
 
     `collect` trains nothing: the accuracy of each run finished so far, none for the others."""
-    memory = compare_runs([(cfg, input_spec(cfg.dataset)) for cfg in cfgs])
     runs_dir = Path(runs_dir)
     if collect:
         summaries = [finished_summary(cfg, runs_dir / run_name(cfg)) for cfg in cfgs]
@@ -138,6 +137,8 @@ def sweep(
         summaries = train_all(cfgs, runs_dir, rerun=rerun, progress=progress)
     else:
         summaries = [None] * len(cfgs)
+    # Measured after training, so that a sweep started again (or a second copy) starts training at once.
+    memory = compare_runs([(cfg, input_spec(cfg.dataset)) for cfg in cfgs])
     rows = []
     for cfg, mem, summary in zip(cfgs, memory, summaries, strict=True):
         row: dict[str, Any] = {**_identity(cfg), "epochs": cfg.epochs, "train_limit": cfg.train_limit}
