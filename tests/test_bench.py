@@ -32,7 +32,8 @@ def test_sweep_expands_methods_k_and_seeds_once_each():
 def test_bench_sweep_end_to_end_writes_results_with_provenance(tmp_path, capsys):
     args = ["--method", "e2e,greedy", "--K", "2", "--epochs", "1", "--train-limit", "32", "--test-limit", "16"]
     assert main(["bench", *TINY, *args, *FAST, "--out", str(tmp_path), "--name", "tiny"]) == 0
-    assert "| greedy | 2 | 1 |" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "| greedy | 2 | 1 |" in table and "| s / epoch |" in table and "| theor. overhead |" in table
     (json_file,) = tmp_path.glob("tiny_cpu*_*.json")
     rows = json.loads(json_file.read_text())
     assert [(r["method"], r["K"]) for r in rows] == [("e2e", 1), ("greedy", 2)]

@@ -152,7 +152,7 @@ def sweep(
         timing = throughput(cfg, input_spec(cfg.dataset), steps, warmup)
         row |= {"images_per_s": timing.images_per_s, "step_seconds": timing.median_seconds}
         row |= {k: mem[k] for k in ("peak_bytes", "e2e_peak_bytes", "ratio", "held_bytes", "convention")}
-        row |= {"train_flops": mem["train_flops"], "flops_overhead": mem["flops_overhead"]}
+        row |= {k: mem[k] for k in ("train_flops", "flops_overhead", "inference_flops")}
         row |= {"config": cfg.to_dict(), **provenance(resolve_device(cfg.device))}
         rows.append(row)
     return rows
