@@ -42,6 +42,7 @@ def test_bench_sweep_end_to_end_writes_results_with_provenance(tmp_path, capsys)
         assert r["torch"] == torch.__version__ and r["device"] == "cpu"
         assert r["config"]["method"] == r["method"] and r["config"]["epochs"] == 1
         assert 0 <= r["error"] <= 100 and r["images_per_s"] > 0 and 0 < r["ratio"] <= 1
+        assert r["trained_git_sha"] == r["git_sha"]  # trained by this very sweep
     with json_file.with_suffix(".csv").open() as f:
         assert all(r["git_sha"] == rows[0]["git_sha"] for r in csv.DictReader(f))
     for suffix in (".md", "_error.png", "_memory.png"):

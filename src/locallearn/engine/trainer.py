@@ -25,6 +25,7 @@ from ..methods import LocalLearner, build_learner, needs_stem_module, parse_meth
 from ..models import MODELS, build_backbone
 from ..profile.costs import inference_flops
 from ..profile.memory import held_for_backward
+from ..profile.provenance import code_version
 from ..split import split_model
 from .checkpoint import load_checkpoint, save_checkpoint, write_json, write_text
 from .local import LocalEngine, StepStats, evaluate
@@ -378,6 +379,7 @@ class Trainer:
             "inference_flops": flops,  # per image
             "device": str(self.run.device),
             "torch": torch.__version__,
+            "git_sha": code_version()[0],  # of the code that trained it (a resumed run: that finished it)
             "seed": self.cfg.seed,
         }
 

@@ -56,6 +56,11 @@ def _code_version() -> tuple[str | None, bool | None]:
 _CODE_VERSION = _code_version()
 
 
+def code_version() -> tuple[str | None, bool | None]:
+    """(git SHA, uncommitted changes?) of the code this process loaded."""
+    return _CODE_VERSION
+
+
 def provenance(device: torch.device) -> dict[str, Any]:
     sha, dirty = _CODE_VERSION
     return {

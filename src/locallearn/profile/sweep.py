@@ -148,6 +148,7 @@ def sweep(
                 "error": 100 * (1 - summary["test_acc"]),
                 "best_acc": summary["best_acc"],
                 "train_seconds": summary["seconds"],
+                "trained_git_sha": summary.get("git_sha"),  # a reused run may predate the code measuring it
             }
         timing = throughput(cfg, input_spec(cfg.dataset), steps, warmup)
         row |= {"images_per_s": timing.images_per_s, "step_seconds": timing.median_seconds}
