@@ -131,7 +131,7 @@ def test_sweeps_running_at_once_split_the_runs_and_collect_each_others(tmp_path,
 
     other = threading.Thread(target=other_process)
     other.start()
-    held.wait()
+    assert held.wait(timeout=60)  # the other holder took the lock
     with sweep_module.claim(first, wait=False) as mine:
         assert not mine  # taken: a sweep skips it
     release.set()
