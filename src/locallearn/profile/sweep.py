@@ -63,20 +63,25 @@ def _saved(cfg: RunConfig, run_dir: Path) -> dict[str, Any] | None:
     return saved if saved is not None and same_run(saved["config"], cfg) else None
 
 
-def finished_summary(cfg: RunConfig, run_dir: Path) -> dict[str, Any] | None:
-    """The summary of a finished run of `cfg` in `run_dir`, or None if there is none (yet)."""
-    saved, summary = _saved(cfg, run_dir), run_dir / "summary.json"
+def _summary_if_finished(saved: dict[str, Any] | None, cfg: RunConfig, run_dir: Path) -> dict[str, Any] | None:
+    summary = run_dir / "summary.json"
     done = saved is not None and saved["epoch"] + 1 == cfg.epochs and summary.is_file()
     return json.loads(summary.read_text()) if done else None
+
+
+def finished_summary(cfg: RunConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The summary of a finished run of `cfg` in `run_dir`, or None if there is none (yet)."""
+    return _summary_if_finished(_saved(cfg, run_dir), cfg, run_dir)
 
 
 def train_or_reuse(cfg: RunConfig, run_dir: Path, *, rerun: bool = False, progress: bool = False) -> dict[str, Any]:
     """The summary of training `cfg` in `run_dir`, reusing a finished run or resuming an interrupted one of the
     same config (a folder holding another config's run is trained over: it is the sweep's scratch space)."""
-    if not rerun and (summary := finished_summary(cfg, run_dir)) is not None:
+    saved = None if rerun else _saved(cfg, run_dir)  # the checkpoint is read once
+    if (summary := _summary_if_finished(saved, cfg, run_dir)) is not None:
         return summary
     trainer = Trainer(cfg, run_dir, progress=progress)
-    if not rerun and _saved(cfg, run_dir) is not None:
+    if saved is not None:
         trainer.resume()
     return trainer.fit()
 
