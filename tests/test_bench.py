@@ -157,3 +157,33 @@ def test_collect_tabulates_the_finished_runs_and_trains_nothing(tmp_path):
     assert rows[0]["method"] == "greedy" and rows[0]["test_acc"] == finished["test_acc"]
     assert rows[1]["method"] == "dgl" and "test_acc" not in rows[1] and rows[1]["images_per_s"] > 0
     assert not (runs / run_name(dgl)).exists()
+
+
+def test_a_sweep_goes_on_from_its_result_files_without_its_run_folders(tmp_path, monkeypatch, capsys):
+    """A new checkout has the committed results but not the run folders: recorded runs are not trained again."""
+    import shutil
+
+    from locallearn.profile import sweep as sweep_module
+
+    args = ["bench", *TINY, "--method", "greedy", "--K", "2", "--train-limit", "16", "--test-limit", "8", *FAST]
+    args += ["--out", str(tmp_path), "--name", "kept"]
+    assert main([*args, "--epochs", "1"]) == 0
+    (json_file,) = tmp_path.glob("kept_cpu*_*.json")
+    (first,) = json.loads(json_file.read_text())
+    shutil.rmtree(tmp_path / "tmp")
+    trained: list[int] = []
+    fit = sweep_module.Trainer.fit
+    monkeypatch.setattr(sweep_module.Trainer, "fit", lambda self: trained.append(self.cfg.epochs) or fit(self))
+    assert main([*args, "--epochs", "1"]) == 0
+    (again,) = json.loads(json_file.read_text())
+    assert trained == [] and not (tmp_path / "tmp" / "runs").exists()
+    for key in ("test_acc", "best_acc", "train_seconds", "trained_git_sha"):
+        assert again[key] == first[key]
+    assert main([*args, "--epochs", "2"]) == 0  # another budget: another run, trained
+    assert trained == [2]
+    json_file.write_text("[{")
+    capsys.readouterr()
+    assert main([*args, "--epochs", "1"]) != 0  # a damaged record is named, not silently ignored
+    error = capsys.readouterr().err
+    assert f"{json_file} is not a results file" in error and "--rerun" in error
+    assert main([*args, "--epochs", "1", "--rerun"]) == 0 and trained == [2, 1]

@@ -3,8 +3,9 @@
 `--mode sweep` (default): for each method x K x seed, train for the config's budget (`--epochs`,
 `--train-limit`) and record test error, training throughput (images/s, warm-up excluded) and peak memory
 next to E2E. The runs live in `<out>/tmp/runs/<name>/`: one trained earlier with the same config is reused
-(`--rerun` retrains) and an interrupted one resumes, so a long sweep can be stopped and started again;
-`--collect` tabulates the runs finished so far without training.
+(`--rerun` retrains) and an interrupted one resumes, so a long sweep can be stopped and started again. A run
+recorded in an earlier `<out>/<name>_<hardware>_<yyyymm>.json` is not trained again either, so a sweep goes on
+from its committed results; `--collect` tabulates the runs finished so far without training.
 `--mode overhead`: the wall-time overhead of each method over E2E on the same device, timed in alternating
 rounds in one process, beside the theoretical (FLOPs) overhead.
 """
@@ -34,7 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=3, help="overhead: alternating timing rounds")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
-        "--rerun", action="store_true", help="sweep: train every run again (default: reuse or resume earlier runs)"
+        "--rerun",
+        action="store_true",
+        help="sweep: train every run again (default: reuse recorded or finished runs, resume interrupted ones)",
     )
     p.add_argument(
         "--collect", action="store_true", help="sweep: train nothing, tabulate the runs finished so far (others: -)"
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..engine.trainer import resolve_device
     from ..profile.plots import plot_vs_k
-    from ..profile.results import result_stem, write_results
+    from ..profile.results import earlier_rows, result_stem, write_results
     from ..profile.sweep import overhead, sweep
     from ..profile.tables import overhead_table, sweep_table
 
@@ -54,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     if cfgs[0].threads:
         torch.set_num_threads(cfgs[0].threads)
     out = Path(args.out)
-    stem = result_stem(args.name or args.mode, resolve_device(cfgs[0].device))
+    device = resolve_device(cfgs[0].device)
+    stem = result_stem(args.name or args.mode, device)
     if args.mode == "overhead":
         rows = overhead(cfgs, steps=args.steps, rounds=args.rounds, warmup=args.warmup_steps)
         table = overhead_table(rows)
@@ -69,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             rerun=args.rerun,
             collect=args.collect,
+            earlier=[] if args.rerun else earlier_rows(out, args.name or args.mode, device),
         )
         table = sweep_table(rows)
         paths = write_results(rows, out, stem, table)

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ..errors import ConfigError
 from .provenance import hardware_tag
 
 
@@ -39,3 +40,16 @@ def write_results(rows: Sequence[dict[str, Any]], out_dir: str | Path, stem: str
     paths[1].write_text(_csv_text(rows))
     paths[2].write_text(markdown + "\n")
     return paths
+
+
+def earlier_rows(out_dir: str | Path, bench: str, device: torch.device) -> list[dict[str, Any]]:
+    """The rows of every result file `bench` wrote earlier under `out_dir` on this hardware, oldest month first.
+
+    They are a sweep's record of what it measured: the run folders are scratch space a new checkout lacks."""
+    rows = []
+    for path in sorted(Path(out_dir).glob(f"{bench}_{hardware_tag(device)}_{'[0-9]' * 6}.json")):
+        try:
+            rows += json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path} is not a results file ({e}); move it away, or pass --rerun to ignore it") from e
+    return rows

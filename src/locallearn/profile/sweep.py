@@ -3,9 +3,10 @@
 Each row records the resolved config and the provenance (git SHA, torch version, device), so a result file
 says exactly what produced it. Training runs live in `runs_dir`, one folder per config: a sweep that was
 stopped continues where it stopped when run again (finished runs are reused, an interrupted one resumes
-from its last checkpoint), unless `rerun` is set. Several processes may run the same sweep at once (one per
-core, say): each run is claimed by a file lock, a process skips runs another one is training and collects
-them when it has trained the rest.
+from its last checkpoint), unless `rerun` is set. A run recorded in the rows of an earlier result file is
+not trained again either, so a sweep carries on from its committed results on a machine without its run
+folders. Several processes may run the same sweep at once (one per core, say): each run is claimed by a
+file lock, a process skips runs another one is training and collects them when it has trained the rest.
 """
 
 from __future__ import annotations
@@ -74,6 +75,20 @@ def finished_summary(cfg: RunConfig, run_dir: Path) -> dict[str, Any] | None:
     return _summary_if_finished(_saved(cfg, run_dir), cfg, run_dir)
 
 
+def recorded_summary(cfg: RunConfig, rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The result of a finished run of `cfg` as the last of the result `rows` that records one, else None."""
+    found = [r for r in rows if "test_acc" in r and same_run(r["config"], cfg)]
+    if not found:
+        return None
+    row = found[-1]
+    return {
+        "test_acc": row["test_acc"],
+        "best_acc": row["best_acc"],
+        "seconds": row["train_seconds"],
+        "git_sha": row.get("trained_git_sha"),
+    }
+
+
 def train_or_reuse(cfg: RunConfig, run_dir: Path, *, rerun: bool = False, progress: bool = False) -> dict[str, Any]:
     """The summary of training `cfg` in `run_dir`, reusing a finished run or resuming an interrupted one of the
     same config (a folder holding another config's run is trained over: it is the sweep's scratch space)."""
@@ -131,17 +146,23 @@ def sweep(
     progress: bool = False,
     rerun: bool = False,
     collect: bool = False,
+    earlier: Sequence[dict[str, Any]] = (),
 ) -> list[dict[str, Any]]:
     """One row per config: test accuracy after `cfg.epochs` (when `train`), images/s, peak memory vs E2E.
 
-    `collect` trains nothing: the accuracy of each run finished so far, none for the others."""
+    A config whose result one of the `earlier` rows records is not trained again (unless `rerun`). `collect`
+    trains nothing: the accuracy of each run recorded or finished so far, none for the others."""
     runs_dir = Path(runs_dir)
+    summaries = [None if rerun else recorded_summary(cfg, earlier) for cfg in cfgs]
+    todo = [i for i, s in enumerate(summaries) if s is None]
     if collect:
-        summaries = [finished_summary(cfg, runs_dir / run_name(cfg)) for cfg in cfgs]
+        found = [finished_summary(cfgs[i], runs_dir / run_name(cfgs[i])) for i in todo]
     elif train:
-        summaries = train_all(cfgs, runs_dir, rerun=rerun, progress=progress)
+        found = train_all([cfgs[i] for i in todo], runs_dir, rerun=rerun, progress=progress)
     else:
-        summaries = [None] * len(cfgs)
+        found = [None] * len(todo)
+    for i, summary in zip(todo, found, strict=True):
+        summaries[i] = summary
     # Measured after training, so that a sweep started again (or a second copy) starts training at once.
     memory = compare_runs([(cfg, input_spec(cfg.dataset)) for cfg in cfgs])
     rows = []
