@@ -28,7 +28,10 @@ def git_sha() -> str | None:
 
 
 def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU's model and the threads torch uses."""
+    """The GPU's name, or the CPU's model, the vector instructions torch's kernels use and its thread count.
+
+    The instruction set is named because one model string ("AMD EPYC") covers hosts whose kernels differ in
+    speed and in the rounding of their reductions."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     model = platform.processor() or platform.machine()
@@ -36,7 +39,7 @@ def device_name(device: torch.device) -> str:
     if cpuinfo.exists():
         match = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
         model = match.group(1).strip() if match else model
-    return f"{model} ({torch.get_num_threads()} threads)"
+    return f"{model} ({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads)"
 
 
 def hardware_tag(device: torch.device) -> str:
