@@ -150,10 +150,10 @@ def sweep(
 ) -> list[dict[str, Any]]:
     """One row per config: test accuracy after `cfg.epochs` (when `train`), images/s, peak memory vs E2E.
 
-    A config whose result one of the `earlier` rows records is not trained again (unless `rerun`). `collect`
+    A config whose result one of the `earlier` rows records is not trained again (a rerun passes none). `collect`
     trains nothing: the accuracy of each run recorded or finished so far, none for the others."""
     runs_dir = Path(runs_dir)
-    summaries = [None if rerun else recorded_summary(cfg, earlier) for cfg in cfgs]
+    summaries = [recorded_summary(cfg, earlier) for cfg in cfgs]
     todo = [i for i, s in enumerate(summaries) if s is None]
     if collect:
         found = [finished_summary(cfgs[i], runs_dir / run_name(cfgs[i])) for i in todo]
