@@ -8,8 +8,8 @@ not and prices each mechanism in seconds and memory; it does not reproduce the p
 mechanisms_resnet32_k<K>_n50000_*). Needs the canonical CIFAR-10 archive: pass `--data-dir DIR`; `--K 16`
 limits the sweep to one K. Runs already trained (in a run folder or recorded in the result file) are reused and
 runs checkpoint every 50 steps, so a stopped sweep continues when started again (`--rerun` retrains); start it
-once per free core and the copies share out the runs; `--collect` tabulates the runs finished so far. Writes
-benchmarks/results/mechanisms_resnet32_k<K>_*.
+once per free core and the copies share out the runs; `--method A,B` sweeps some of them (the result file keeps
+the other rows); `--collect` tabulates the runs finished so far. Writes benchmarks/results/mechanisms_resnet32_k<K>_*.
 """
 
 from __future__ import annotations

@@ -188,3 +188,21 @@ def test_a_sweep_goes_on_from_its_result_files_without_its_run_folders(tmp_path,
     error = capsys.readouterr().err
     assert f"{json_file} is not a results file" in error and "--rerun" in error
     assert main([*args, "--epochs", "1", "--rerun"]) == 0 and trained == [2, 1]
+
+
+def test_a_sweep_of_some_runs_rewrites_their_rows_and_keeps_the_others(tmp_path, capsys):
+    args = ["bench", *TINY, "--K", "2", "--epochs", "1", "--train-limit", "16", "--test-limit", "8", *FAST]
+    args += ["--out", str(tmp_path), "--name", "part"]
+    assert main([*args, "--method", "greedy,dgl", "--no-train"]) == 0
+    (json_file,) = tmp_path.glob("part_cpu*_*.json")
+    greedy, _ = json.loads(json_file.read_text())
+    assert main([*args, "--method", "dgl"]) == 0  # trains dgl: its row gains an accuracy
+    rows = json.loads(json_file.read_text())
+    assert [r["method"] for r in rows] == ["greedy", "dgl"]
+    assert rows[0] == greedy and "test_acc" in rows[1]
+    capsys.readouterr()
+    assert main([*args, "--method", "e2e", "--no-train"]) == 0  # a new run comes last
+    assert [r["method"] for r in json.loads(json_file.read_text())] == ["greedy", "dgl", "e2e"]
+    table = capsys.readouterr().out
+    assert "| greedy | 2 |" in table and "| dgl | 2 |" in table and "| e2e | 1 |" in table
+    assert len(list(csv.DictReader(json_file.with_suffix(".csv").open()))) == 3

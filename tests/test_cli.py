@@ -158,3 +158,14 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_p
     assert "non-finite loss" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert (out / "last.pt").read_bytes() == before
     assert Path(out / "last.pt").exists()
+
+
+def test_demo_trains_each_method_and_writes_its_table_and_plot(tmp_path, capsys):
+    args = ["demo", "--arch", "resnet8", "--methods", "e2e,greedy", "--K", "2", "--epochs", "1", "--batch-size", "16"]
+    assert main([*args, "--train-limit", "32", "--no-progress", "--out", str(tmp_path)]) == 0
+    summaries = json.loads((tmp_path / "results.json").read_text())
+    assert [s["method"] for s in summaries] == ["e2e", "greedy"]
+    assert all(0 <= s["test_acc"] <= 1 for s in summaries)
+    table = (tmp_path / "results.md").read_text()
+    assert table.strip() in capsys.readouterr().out and "greedy" in table
+    assert (tmp_path / "demo.png").stat().st_size > 0

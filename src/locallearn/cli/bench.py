@@ -5,7 +5,8 @@
 next to E2E. The runs live in `<out>/tmp/runs/<name>/`: one trained earlier with the same config is reused
 (`--rerun` retrains) and an interrupted one resumes, so a long sweep can be stopped and started again. A run
 recorded in an earlier `<out>/<name>_<hardware>_<yyyymm>.json` is not trained again either, so a sweep goes on
-from its committed results; `--collect` tabulates the runs finished so far without training.
+from its committed results; `--collect` tabulates the runs finished so far without training. A sweep of some
+of a result file's runs (one `--method`, say) rewrites their rows and keeps the others.
 `--mode overhead`: the wall-time overhead of each method over E2E on the same device, timed in alternating
 rounds in one process, beside the theoretical (FLOPs) overhead.
 """
@@ -49,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..engine.trainer import resolve_device
     from ..profile.plots import plot_vs_k
-    from ..profile.results import earlier_rows, result_stem, write_results
-    from ..profile.sweep import overhead, sweep
+    from ..profile.results import earlier_rows, read_rows, result_stem, write_results
+    from ..profile.sweep import merge_rows, overhead, sweep
     from ..profile.tables import overhead_table, sweep_table
 
     cfgs = expand_configs(args, seeds=args.seed)
@@ -64,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         table = overhead_table(rows)
         paths = write_results(rows, out, stem, table)
     else:
+        # Read before training, so that a damaged file stops the sweep before hours are spent on it.
+        kept = read_rows(out / f"{stem}.json", ignore_damaged=args.rerun)
         rows = sweep(
             cfgs,
             out / "tmp" / "runs" / (args.name or args.mode),
@@ -75,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
             collect=args.collect,
             earlier=[] if args.rerun else earlier_rows(out, args.name or args.mode, device),
         )
+        rows = merge_rows(kept, rows)
         table = sweep_table(rows)
         paths = write_results(rows, out, stem, table)
         plots = [

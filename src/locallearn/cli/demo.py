@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 DEMO_METHODS = ("e2e", "greedy", "infopro")
@@ -25,6 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import build_config
+    from ..engine.checkpoint import write_json, write_text
     from ..engine.trainer import Trainer
     from .report import plot_histories, summary_table
 
@@ -55,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
     table = summary_table(summaries)
     print()
     print(table)
-    (out / "results.json").write_text(json.dumps(summaries, indent=2) + "\n")
-    (out / "results.md").write_text(table + "\n")
+    write_json(out / "results.json", summaries)
+    write_text(out / "results.md", table + "\n")
     plot = plot_histories(histories, summaries, out / "demo.png")
     print(f"\nwrote {out / 'results.json'}, {out / 'results.md'} and {plot}")
     return 0
