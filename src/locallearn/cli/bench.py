@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             collect=args.collect,
             earlier=[] if args.rerun else earlier_rows(out, args.name or args.mode, device),
         )
-        rows = merge_rows(kept, rows)
+        rows = merge_rows(kept, rows, cfgs)
         table = sweep_table(rows)
         paths = write_results(rows, out, stem, table)
         plots = [

@@ -185,19 +185,17 @@ def sweep(
     return rows
 
 
-def merge_rows(kept: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows of a result file after a sweep of some of its runs: each of the sweep's `rows` takes the place of
-    the `kept` row of the same run, the kept rows of runs it left out stay, and new runs come last. So a sweep of
-    one method updates that method's rows and keeps the others'."""
-    cfgs = [config_from_dict(row["config"]) for row in rows]
-    placed: set[int] = set()
-    merged = []
-    for old in kept:
-        match = next((i for i, cfg in enumerate(cfgs) if i not in placed and same_run(old["config"], cfg)), None)
-        if match is not None:
-            placed.add(match)
-        merged.append(old if match is None else rows[match])
-    return merged + [row for i, row in enumerate(rows) if i not in placed]
+def merge_rows(
+    kept: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], cfgs: Sequence[RunConfig]
+) -> list[dict[str, Any]]:
+    """The rows of a result file after a sweep of `cfgs` (one row each) over its `kept` rows: a row takes the
+    place of the kept row of the same run, kept rows of runs the sweep left out stay, new runs come last. So a
+    sweep of one method rewrites that method's rows and keeps the others'."""
+    merged = list(kept)
+    for row, cfg in zip(rows, cfgs, strict=True):
+        at = next((i for i, old in enumerate(merged) if same_run(old["config"], cfg)), len(merged))
+        merged[at : at + 1] = [row]
+    return merged
 
 
 def overhead(
