@@ -1,4 +1,4 @@
-"""ImageNet scale: the papers' split tables, the ImageNet aux nets, the cos0 schedule, the imagenet data path and
+"""ImageNet scale: the papers' split tables, the ImageNet aux nets, the cosine schedule, the imagenet data path and
 a one-step run of every configs/imagenet recipe through the CLI on a tiny generated JPEG folder."""
 
 from __future__ import annotations
@@ -151,13 +151,13 @@ def test_infopro_builds_imagenet_aux_nets_with_a_constant_lambda():
 # ------------------------------------------------------------------------------------------ schedule
 
 
-def test_cos0_is_the_imagenet_rule_on_the_zero_based_epoch():
+def test_cosine_is_the_imagenet_rule_on_the_zero_based_epoch():
     lr0, epochs = 0.4, 90
-    assert lr_at(0, epochs, lr0, "cos0") == pytest.approx(lr0)  # no blend: the first epoch runs at lr0
-    assert lr_at(45, epochs, lr0, "cos0") == pytest.approx(lr0 / 2)
-    assert lr_at(89, epochs, lr0, "cos0") == pytest.approx(0.5 * lr0 * (1 + math.cos(math.pi * 89 / 90)))
-    # `cos` without its blend is the same curve one epoch later (the CIFAR scripts count epochs from 1).
-    assert lr_at(10, epochs, lr0, "cos", warmup_epochs=0) == pytest.approx(lr_at(11, epochs, lr0, "cos0"))
+    assert lr_at(0, epochs, lr0, "cosine") == pytest.approx(lr0)  # no blend: the first epoch runs at lr0
+    assert lr_at(45, epochs, lr0, "cosine") == pytest.approx(lr0 / 2)
+    assert lr_at(89, epochs, lr0, "cosine") == pytest.approx(0.5 * lr0 * (1 + math.cos(math.pi * 89 / 90)))
+    # `paper-cos` without its blend is the same curve one epoch later (the CIFAR scripts count epochs from 1).
+    assert lr_at(10, epochs, lr0, "paper-cos", warmup_epochs=0) == pytest.approx(lr_at(11, epochs, lr0, "cosine"))
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -233,7 +233,7 @@ def test_every_imagenet_recipe_names_its_source():
     assert len(RECIPES) >= 18
     for recipe in RECIPES:
         cfg = build_config(recipe)
-        assert (cfg.dataset, cfg.schedule, cfg.image_size) == ("imagenet", "cos0", 224)
+        assert (cfg.dataset, cfg.schedule, cfg.image_size) == ("imagenet", "cosine", 224)
         assert yaml.safe_load(recipe.read_text())["reproduces"]
 
 
@@ -249,5 +249,5 @@ def test_recipe_trains_one_step(recipe, jpeg_folder, tmp_path):
     assert (summary["arch"], summary["K"], summary["epochs"]) == (cfg.arch, cfg.K, 1)
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert len(record["train_loss"]) == cfg.K and all(math.isfinite(v) for v in record["train_loss"])
-    assert record["lr"] == pytest.approx(cfg.lr)  # cos0: the first epoch runs at the full lr, no warm-up blend
+    assert record["lr"] == pytest.approx(cfg.lr)  # cosine: the first epoch runs at the full lr, no warm-up blend
     (out / "last.pt").unlink()  # 0.4-1 GB for these nets: do not leave it in the kept pytest tmp dirs

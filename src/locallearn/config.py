@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from .engine.schedule import RENAMED, SCHEDULES
 from .errors import ConfigError
 from .methods.options import MethodOptions
 
@@ -77,11 +78,12 @@ class RunConfig:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 1e-4
-    schedule: str = "cos"
-    """cos (cosine with the papers' 10-epoch blend from 0.01), cos0 (ImageNet: cosine on the 0-based epoch, no
-    blend), step (x0.1 at milestones) or const."""
+    schedule: str = "cosine"
+    """cosine (from lr down to 0, first epoch at lr), paper-cos (the InfoPro-family CIFAR rule: first epochs
+    blend from 0.01 into the cosine over warmup_epochs; the reproduction recipes set it), step (x0.1 at
+    milestones) or const."""
     warmup_epochs: int = 10
-    """Length of the linear blend into the cosine curve (the papers use 10)."""
+    """paper-cos: length of the linear blend from 0.01 into the cosine curve (the papers use 10)."""
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
     """Fractions of `epochs` where the step schedule multiplies the LR by 0.1 (160 epochs: 80, 120)."""
     seed: int = 0
@@ -181,8 +183,13 @@ def validate(cfg: RunConfig) -> None:
         (cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}"),
         (cfg.lr > 0, f"lr must be > 0, got {cfg.lr}"),
         (
-            cfg.schedule in ("cos", "cos0", "step", "const"),
-            f"schedule must be cos, cos0, step or const, not '{cfg.schedule}'",
+            cfg.schedule not in RENAMED,
+            f"schedule '{cfg.schedule}' is now called '{RENAMED.get(cfg.schedule)}'; set schedule: "
+            f"{RENAMED.get(cfg.schedule)}",
+        ),
+        (
+            cfg.schedule in SCHEDULES,
+            f"schedule must be one of {', '.join(SCHEDULES)}, not '{cfg.schedule}'",
         ),
         (cfg.amp in ("auto", "none", "bf16", "fp16"), f"amp must be auto, none, bf16 or fp16, not '{cfg.amp}'"),
         (cfg.engine in ("local", "pipeline"), f"engine must be local or pipeline, not '{cfg.engine}'"),

@@ -42,8 +42,6 @@ def run(args: argparse.Namespace) -> int:
                 lr=args.lr,
                 seed=args.seed,
                 train_limit=args.train_limit,
-                # the sample is small: a short constant-then-cosine run without the 10-epoch blend
-                warmup_epochs=0,
                 # InfoPro's released ResNet-32 K=4 lambdas (reconstruction 6 -> 1, task 0 -> 2)
                 method_options=dict(ixx_1=6.0, ixy_1=0.0, ixx_2=1.0, ixy_2=2.0) if method.startswith("infopro") else {},
             )

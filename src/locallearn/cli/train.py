@@ -43,7 +43,7 @@ FIELD_HELP = {
     "device": "auto, cpu, cuda, cuda:N",
     "amp": "auto, none, bf16, fp16",
     "engine": "local or pipeline (under torchrun)",
-    "schedule": "cos, cos0 (ImageNet), step or const",
+    "schedule": "cosine (default), paper-cos (the CIFAR recipes' warm-up rule), step or const",
 }
 
 
