@@ -20,8 +20,8 @@ setup: $(BIN)/.installed
 demo: setup
 	$(BIN)/locallearn demo --out demo_out
 
-# The default suite, then the multi-process (gloo) tests; pytest's exit 5 means "none collected".
-test: setup
+# Lint, the default suite, then the multi-process (gloo) tests; pytest's exit 5 means "none collected".
+test: setup lint
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest -m dist || [ $$? -eq 5 ]
 
