@@ -53,7 +53,7 @@ class InfoProAux(AuxLoss):
         self.temperature = temperature
 
     def forward(self, feature: torch.Tensor, batch: Batch) -> AuxOutput:
-        loss = feature.new_zeros((), dtype=torch.float32)
+        loss = feature.new_zeros((), dtype=torch.promote_types(feature.dtype, torch.float32))
         logs: dict[str, torch.Tensor] = {}
         logits = None
         if self.decoder is not None:

@@ -26,7 +26,8 @@ then the EMA, then the step); every chain by default, only the last one with `le
 BatchNorm: a cascade recomputes stages that already ran this step on the same batch. It normalises with the
 batch statistics as always (the values are the released ones) but leaves the running statistics alone, so
 each BN layer of the backbone tracks every batch once, as under any other method; the released code updates
-them once per recomputation too (W times per step, an effective momentum of 1 - 0.9^W).
+them once per recomputation too (2-3 times per step, an effective momentum of up to 1 - 0.9^3), except in the
+stem, whose output it keeps; `legacy_mlaan_bn_updates` does the same.
 
 Leap lists come from the `mlaan_leaps` tables of splits.yaml when the split's modules are exactly a
 `stem_merged` entry that has one; otherwise module k's chain is the first block of every deeper backbone
@@ -214,7 +215,9 @@ class MLAAN(Mechanism):
         """Stage k's output recomputed through stages k-W+1..k from the (detached) input of stage k-W+1."""
         z = carry[f"in{self.window - 2}"]
         stages = learner.net.stages[k - self.window + 1 : k + 1]
-        with running_stats_frozen(stages):
+        # Legacy: only the stem keeps its statistics (the release reuses the stem's output, never re-runs it).
+        frozen = [learner.net.stages[0][0]] if self.options.legacy_mlaan_bn_updates else stages
+        with running_stats_frozen(frozen):
             for stage in stages:
                 z = stage(z)
         return z

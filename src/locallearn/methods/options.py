@@ -55,3 +55,6 @@ class MethodOptions:
     later stages' cascades and their aux nets stay untrained); otherwise they train their independent stream."""
     legacy_mlaan_ema_last_only: bool = False
     """EMA-update only the last leap chain's twin, as the released CIFAR code does; the others stay frozen."""
+    legacy_mlaan_bn_updates: bool = False
+    """Let every recomputation of a cascade update the BN running statistics of the blocks it re-runs (the stem
+    excepted), as the released code does: 2-3 updates per block and step instead of one."""
