@@ -3,6 +3,7 @@
 from .build import DECODERS, make_decoder, make_head
 from .heads import HEAD_CONFIGS, AuxClassifier, Decoder, MLPSRHead
 from .imagenet import ImageNetDecoder, ImageNetHead
+from .man_dgl import MANDGLHead
 
 __all__ = [
     "DECODERS",
@@ -11,6 +12,7 @@ __all__ = [
     "Decoder",
     "ImageNetDecoder",
     "ImageNetHead",
+    "MANDGLHead",
     "MLPSRHead",
     "make_decoder",
     "make_head",

@@ -47,7 +47,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..losses import cross_entropy
 from ..split import SplitNet, split_tables
-from .base import AuxContext, AuxLoss, AuxOutput, Batch, Carry, Mechanism, StageResult
+from .base import AuxLoss, AuxOutput, Batch, Carry, Mechanism, StageResult
 from .ema import ema_update, frozen_copy
 from .learner import LocalLearner
 from .registry import MECHANISMS
@@ -161,6 +161,7 @@ def running_stats_frozen(modules: Iterable[nn.Module]) -> Iterator[None]:
 class MLAAN(Mechanism):
     name = "mlaan"
     incompatible = ("man", "man++", "contsup")
+    legacy_ratio_by_own_block = True  # the released MLAAN + InfoPro/DGL nets interpolate lambda by the own block
 
     def __init__(self, options, arg: str | None = None) -> None:
         super().__init__(options, arg)
@@ -184,16 +185,8 @@ class MLAAN(Mechanism):
         chains = leap_units(net)
         for k in range(w - 1, net.num_stages - 1):  # the only stages with a cascaded loss before the last
             sources = [backbone_unit(net, u) for u in chains[k]]
-            ctx = AuxContext(
-                k=k,
-                num_stages=net.num_stages,
-                feature_shape=tuple(net.unit_costs[chains[k][-1]].out_shape),
-                image_shape=learner.image_shape,
-                num_classes=learner.num_classes,
-                next_stage_coord=net.coords[net.records[k + 1].first_unit],
-                stem_is_module=net.stem_is_module,
-            )
-            learner.own(k, "leap", LeapChain(sources, learner.objective.build_aux(ctx)))
+            ctx = learner.aux_context(k, net.unit_costs[chains[k][-1]].out_shape)
+            learner.own(k, "leap", LeapChain(sources, learner.build_aux(ctx)))
             self.sources[k] = sources[0]
         last_chain = net.num_stages - 2
         self.ema_stages = set(self.sources)
