@@ -12,6 +12,8 @@ import dataclasses
 
 import pytest
 import torch
+from released_keys import CASES, KeyMap
+
 from golden import (
     LOGITS_SCALE,
     Report,
@@ -23,8 +25,6 @@ from golden import (
     tensor_scale,
     value_stats,
 )
-from released_keys import CASES, KeyMap
-
 from locallearn.config import build_config
 from locallearn.engine.local import LocalEngine
 from locallearn.engine.schedule import lr_at
@@ -46,10 +46,11 @@ class RecordingEngine(LocalEngine):
         return super().close_stage(k, result, y)
 
 
-def run_fixture(name: str) -> tuple[dict, Report]:
+def run_fixture(name: str, overrides: list[str] | None = None) -> Report:
+    """One step of fixture `name`'s recipe (with `--set` style `overrides`) compared with the recording."""
     fixture, case = load_fixture(name), CASES[name]
-    tensors, record, spec = fixture["tensors"], fixture["record"], fixture["batch"]
-    cfg = build_config(case.recipe)
+    tensors, spec = fixture["tensors"], fixture["batch"]
+    cfg = build_config(case.recipe, overrides=overrides)
     assert cfg.amp == "none", f"{case.recipe.name} must train in fp32 like the release (amp: none)"
     opt = fixture["optimizer"]
     # The recipe's schedule gives the released first step's LR (the warm-up blend starts at 0.01).
@@ -86,7 +87,7 @@ def run_fixture(name: str) -> tuple[dict, Report]:
     engine = RecordingEngine(learner, optimizers, amp=cfg.amp)
     x, y = fixture_batch(spec)
     engine.train_step(x, y)
-    return fixture, compare(fixture, keys, engine, grads, learner.state_dict())
+    return compare(fixture, keys, engine, grads, learner.state_dict())
 
 
 def compare(fixture: dict, keys: KeyMap, engine: RecordingEngine, grads: dict, after: dict) -> Report:
@@ -121,7 +122,23 @@ def compare(fixture: dict, keys: KeyMap, engine: RecordingEngine, grads: dict, a
 
 @pytest.mark.parametrize("name", fixture_names())
 def test_one_step_matches_the_released_code(name: str) -> None:
-    _, report = run_fixture(name)
-    assert report.checked > 100
+    report = run_fixture(name)
+    assert report.checked > 1000
     shown = "\n".join(report.mismatches[:20])
     assert not report.mismatches, f"{len(report.mismatches)} differences from the release:\n{shown}"
+
+
+@pytest.mark.parametrize(
+    ("name", "switch", "differs"),
+    [
+        ("manpp_k8", "legacy_manpp_stem_head", "aux_classifier_0_0"),  # not even the head's shapes agree
+        ("mlaan_k8", "legacy_mlaan_bn_updates", "layer1.0.bn1.num_batches_tracked"),
+        ("mlaan_k8", "legacy_mlaan_ema_last_only", "EMA_Net.1.0.conv1.weight"),
+    ],
+)
+def test_the_recipes_legacy_switches_are_what_reproduce_the_release(name, switch, differs):
+    try:
+        mismatches = run_fixture(name, [f"method_options.{switch}=false"]).mismatches
+    except AssertionError as e:  # the released keys no longer map onto our tensors
+        mismatches = [str(e)]
+    assert any(differs in m for m in mismatches), mismatches[:5]

@@ -20,9 +20,7 @@ def make_head(channels: int, config: str, out_dim: int, feature_dim: int = 128, 
     if config == "man-dgl":
         return MANDGLHead(channels, out_dim, feature_dim)
     if config not in HEAD_CONFIGS:
-        raise ConfigError(
-            f"unknown aux head '{config}'; choose one of {', '.join(HEAD_CONFIGS)}, man-dgl or imagenet"
-        )
+        raise ConfigError(f"unknown aux head '{config}'; choose one of {', '.join(HEAD_CONFIGS)}, man-dgl or imagenet")
     return AuxClassifier(channels, config, out_dim, feature_dim, widen)
 
 

@@ -102,6 +102,11 @@ class InfoPro(Objective):
         o = self.options
         ratio = legacy_stage_ratio(ctx) if o.legacy_stage_ratio else None
         l_rec, l_task = infopro_lambdas(ctx.k, ctx.num_stages, (o.ixx_1, o.ixy_1), (o.ixx_2, o.ixy_2), ratio)
+        if l_rec == 0 and l_task == 0:
+            raise ConfigError(
+                f"lambda_1 and lambda_2 of local module {ctx.k} are both 0, so it would not train; give it a weight "
+                "(ixx_1/ixy_1 for the first module, ixx_2/ixy_2 for the last)"
+            )
         contrast = self.variant == "contrast"
         channels = ctx.feature_shape[0]
         head = None
