@@ -4,6 +4,7 @@ from .build import DECODERS, make_decoder, make_head
 from .heads import HEAD_CONFIGS, AuxClassifier, Decoder, MLPSRHead
 from .imagenet import ImageNetDecoder, ImageNetHead
 from .man_dgl import MANDGLHead
+from .mlaan_imagenet import MLAANImageNetHead
 
 __all__ = [
     "DECODERS",
@@ -13,6 +14,7 @@ __all__ = [
     "ImageNetDecoder",
     "ImageNetHead",
     "MANDGLHead",
+    "MLAANImageNetHead",
     "MLPSRHead",
     "make_decoder",
     "make_head",

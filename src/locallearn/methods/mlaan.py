@@ -21,7 +21,9 @@ learn only through later stages' cascades. Their leap chains are never built.
 EMA: theta_twin <- m * theta_twin + (1 - m) * theta_real over parameters only, right after stage k's
 backward, so a source in stage k-W+1 or later has not stepped yet (the released order: all backward passes,
 then the EMA, then the step); every chain by default, only the last one with `legacy_mlaan_ema_last_only`
-(the released CIFAR code).
+(the released CIFAR code); `legacy_mlaan_last_twin_twice` updates the last one twice (the released ImageNet
+code). The chains start as copies of the real blocks (CIFAR code) or, with `mlaan_fresh_chains`, as fresh
+draws of the backbone's init rule (ImageNet code).
 
 BatchNorm: a cascade recomputes stages that already ran this step on the same batch. It normalises with the
 batch statistics as always (the values are the released ones) but leaves the running statistics alone, so
@@ -37,8 +39,7 @@ layer, then the network's last residual block (just that block when module k end
 from __future__ import annotations
 
 import contextlib
-import copy
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 
 import torch
@@ -48,7 +49,7 @@ from ..errors import ConfigError
 from ..losses import cross_entropy
 from ..split import SplitNet, split_tables
 from .base import AuxLoss, AuxOutput, Batch, Carry, Mechanism, StageResult
-from .ema import ema_update, frozen_copy
+from .ema import ema_update, frozen_copy, reinitialised
 from .learner import LocalLearner
 from .registry import MECHANISMS
 
@@ -125,10 +126,11 @@ class LeapChain(nn.Module):
     (B, C_k, H_k, W_k) -> the aux net's output on (B, C_last, H_last, W_last).
     """
 
-    def __init__(self, sources: list[nn.Module], aux: AuxLoss) -> None:
+    def __init__(self, sources: list[nn.Module], aux: AuxLoss, init: Callable[[nn.Module], None] | None = None) -> None:
+        """Copies of `sources` as they are now, or fresh draws of them by `init` when given."""
         super().__init__()
-        self.blocks = nn.ModuleList(copy.deepcopy(s) for s in sources)  # as the real blocks are at construction
-        self.twin = frozen_copy(sources[0])  # parameters held as buffers: never optimised, saved in checkpoints
+        self.blocks = nn.ModuleList(reinitialised(s, init) for s in sources)
+        self.twin = frozen_copy(sources[0], init)  # parameters held as buffers: never optimised, saved in checkpoints
         self.aux = aux
 
     def forward(self, z: torch.Tensor, batch: Batch) -> AuxOutput:
@@ -186,7 +188,8 @@ class MLAAN(Mechanism):
         for k in range(w - 1, net.num_stages - 1):  # the only stages with a cascaded loss before the last
             sources = [backbone_unit(net, u) for u in chains[k]]
             ctx = learner.aux_context(k, net.unit_costs[chains[k][-1]].out_shape)
-            learner.own(k, "leap", LeapChain(sources, learner.build_aux(ctx)))
+            init = net.init_weights if self.options.mlaan_fresh_chains else None
+            learner.own(k, "leap", LeapChain(sources, learner.build_aux(ctx), init))
             self.sources[k] = sources[0]
         last_chain = net.num_stages - 2
         self.ema_stages = set(self.sources)
@@ -233,7 +236,12 @@ class MLAAN(Mechanism):
         return replace(result, loss=o.mlaan_wx * result.loss + o.mlaan_wy * leap.loss, logs=logs)
 
     def after_backward(self, learner: LocalLearner, k: int) -> None:
-        if k in self.ema_stages:
+        if k not in self.ema_stages:
+            return
+        # Legacy: the release updates the last twin again at the end of the step. Its source has not stepped
+        # in between, so the second update may as well follow the first, on the twin's own stage.
+        last_twice = self.options.legacy_mlaan_last_twin_twice and k == learner.num_stages - 2
+        for _ in range(2 if last_twice else 1):
             ema_update(learner.owned[k]["leap"].twin, self.sources[k], self.options.ema_momentum)
 
     def ema_pairs(self, learner: LocalLearner, k: int) -> list[tuple[nn.Module, nn.Module]]:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 @dataclass
 class MethodOptions:
     aux_net: str | None = None
-    """Aux head: 0c1f/0c2f/1c1f/1c2f/1c3f/2c2f, mlp-sr (DGL), man-dgl (the released MAN/MAN++ DGL head) or imagenet
-    (InfoPro's 4-conv ImageNet head). Default: greedy 0c1f, dgl mlp-sr, infopro 1c2f; with man/man++ infopro 2c2f
-    and dgl man-dgl."""
+    """Aux head: 0c1f/0c2f/1c1f/1c2f/1c3f/2c2f, mlp-sr (DGL), man-dgl (the released MAN/MAN++ DGL head),
+    mlaan-imagenet (MLAAN's ResNet-34 head) or imagenet (InfoPro's 4-conv ImageNet head). Default: greedy 0c1f,
+    dgl mlp-sr, infopro 1c2f; with man/man++ infopro 2c2f and dgl man-dgl."""
     decoder: str = "cifar"
     """InfoPro reconstruction decoder: cifar (upsample to the image, two convs) or imagenet (conv + 2x upsample
     steps up to the image, for the 512/1024-channel features of ImageNet ResNets; like the imagenet head, it
@@ -59,6 +59,12 @@ class MethodOptions:
     later stages' cascades and their aux nets stay untrained); otherwise they train their independent stream."""
     legacy_mlaan_ema_last_only: bool = False
     """EMA-update only the last leap chain's twin, as the released CIFAR code does; the others stay frozen."""
+    mlaan_fresh_chains: bool = False
+    """Start the leap blocks and their twins as fresh draws of the backbone's init rule (the released ImageNet
+    code) instead of copies of the real blocks (the released CIFAR code)."""
+    legacy_mlaan_last_twin_twice: bool = False
+    """EMA-update the last leap chain's twin a second time after the last stage's backward, as the released
+    ImageNet code does."""
     legacy_mlaan_bn_updates: bool = False
     """Let every recomputation of a cascade update the BN running statistics of the blocks it re-runs (the stem
     excepted), as the released code does: 2-3 updates per block and step instead of one."""
