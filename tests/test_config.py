@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from locallearn.config import build_config
+from locallearn.config import build_config, load_recipe
 from locallearn.errors import ConfigError
 from locallearn.methods import build_learner
 from locallearn.models import build_backbone
@@ -85,3 +85,20 @@ def test_unknown_methods_are_named(method, message):
 def test_unknown_arch_is_named():
     with pytest.raises(ConfigError, match="unknown arch 'resnet7'"):
         build_backbone("resnet7", 10)
+
+
+MAN_ROWS = [(arch, k) for arch, ks in (("resnet32", (8, 16)), ("resnet110", (32, 55))) for k in ks]
+
+
+@pytest.mark.parametrize("mechanism", ["man", "manpp"])
+@pytest.mark.parametrize("objective", ["infopro", "dgl"])
+@pytest.mark.parametrize(("arch", "k"), MAN_ROWS)
+def test_every_man_paper_cifar_row_has_a_recipe(mechanism, objective, arch, k):
+    recipe = CONFIGS / "cifar10" / f"{arch}_{objective}_{mechanism}_k{k}.yaml"
+    cfg = build_config(recipe)
+    # The papers' one-module-per-block "K=16"/"K=55" count the stem: 15 and 54 stem-merged modules here.
+    assert {16: 15, 55: 54}.get(k, k) == cfg.K and cfg.split == "stem-merged"
+    assert cfg.method.endswith("+man" if mechanism == "man" else "+man++")
+    assert (cfg.epochs, cfg.amp, cfg.method_options.ema_momentum) == (400, "none", 0.995)
+    row = f"{'InfoPro' if objective == 'infopro' else 'DGL'} + {'MAN' if mechanism == 'man' else 'MAN++'}, {arch} K={k}"
+    assert row in load_recipe(recipe)["reproduces"]

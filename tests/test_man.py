@@ -104,17 +104,49 @@ def test_man_plus_plus_scale_is_learned():
     assert learner.owned[0]["momentum"].scale.item() != 1.0
 
 
+def _lambda_rec(method: str, k: int, **options) -> list[float]:
+    learner = make_learner(method, k=k, arch="resnet32", split="stem-merged", ixx_1=6, ixy_1=0.5, **options)
+    return [owned["aux"].lambda_rec for owned in learner.owned[:-1]]
+
+
 def test_legacy_stage_ratio_reproduces_the_released_interpolation():
-    # MAN convention, ResNet-32 "K=16": 15 modules, one block each, stem merged; released ratio = layer/(16-2).
-    setting = dict(k=15, arch="resnet32", split="units:1,2,3,4,5,6,7,8,9,10,11,12,13,14", ixx_1=5, ixy_1=0.5)
-    learner = make_learner("infopro:softmax+man", **setting, ixx_2=0, ixy_2=0, legacy_stage_ratio=True)
-    aux = [owned["aux"] for owned in learner.owned[:-1]]
-    # module 0 ends at layer1.0; its next block is layer1.1 (layer 1): ratio 1/14
-    assert aux[0].lambda_rec == pytest.approx(5 * (1 - 1 / 14))
-    # module 5 ends at layer2.0... the next block of module 4 is layer2.0 (layer 2): ratio 2/14
-    assert aux[4].lambda_rec == pytest.approx(5 * (1 - 2 / 14))
-    plain = make_learner("infopro:softmax+man", **setting, ixx_2=0, ixy_2=0)
-    assert plain.owned[4]["aux"].lambda_rec == pytest.approx(5 * (1 - 4 / 13))
+    legacy = dict(ixx_2=0, ixy_2=0, legacy_stage_ratio=True)
+    # MAN "K=16" = 15 one-block modules, stem merged: released ratio = layer of the next block / (16 - 2).
+    man16 = _lambda_rec("infopro:softmax+man", 15, **legacy)
+    assert man16[0] == pytest.approx(6 * (1 - 1 / 14))  # module 0 = stem + layer1.0, next block layer1.1
+    assert man16[4] == pytest.approx(6 * (1 - 2 / 14))  # next block layer2.0
+    # K=8: 8 entries, keyed 8: divisor 6. Module 2 ends at layer1.4, its next block is layer2.0.
+    man8 = _lambda_rec("infopro:softmax+man", 8, **legacy)
+    assert man8[2] == pytest.approx(6 * (1 - 2 / 6))
+    # MAN++ adds the stem module (ratio 0); the block modules keep the K=8 divisor.
+    manpp8 = _lambda_rec("infopro:softmax+man++", 8, **legacy)
+    assert manpp8[0] == 6 and manpp8[3] == pytest.approx(man8[2])
+    # MLAAN's InfoPro nets: the module's own last block (layer1.4) over (entries - 2).
+    mlaan8 = _lambda_rec("infopro:softmax+mlaan", 8, **legacy)
+    assert mlaan8[2] == pytest.approx(6 * (1 - 1 / 6))
+    plain = _lambda_rec("infopro:softmax+man", 8, ixx_2=1, ixy_2=0)
+    assert plain[2] == pytest.approx(6 * (1 - 2 / 6) + 2 / 6)
+
+
+def test_zero_weights_at_a_module_are_refused():
+    with pytest.raises(ConfigError, match="local module 6 are both 0"):
+        _lambda_rec("infopro:softmax+man", 8, ixx_2=0, ixy_2=0)
+
+
+def test_man_heads_default_to_the_released_cifar_ones():
+    infopro = make_learner("infopro:softmax+man", k=3)
+    assert len(infopro.owned[0]["aux"].head.convs) == 2  # 2c2f
+    dgl = make_learner("dgl+man++", k=3)
+    assert type(dgl.owned[0]["aux"].head).__name__ == "MANDGLHead"
+    assert len(make_learner("infopro:softmax", k=3).owned[0]["aux"].head.convs) == 1  # 1c2f without MAN
+
+
+def test_legacy_manpp_stem_head_is_the_released_contrast_head():
+    learner = make_learner("infopro:softmax+man++", k=3, aux_widen=2, legacy_manpp_stem_head=True)
+    stem, block = learner.owned[0]["aux"], learner.owned[1]["aux"]
+    assert stem.contrast and not block.contrast
+    assert stem.head.fcs[-1].out_features == 128 and len(stem.head.convs) == 1
+    assert block.head.fcs[-1].out_features == 10 and len(block.head.convs) == 2
 
 
 @pytest.mark.parametrize(

@@ -139,6 +139,17 @@ def test_cascades_leave_the_running_statistics_to_the_stages_own_forward():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_legacy_bn_updates_count_every_recomputation_but_the_stem():
+    learner = make_learner("greedy+mlaan", k=4, split=FOUR, mlaan_window=2, legacy_mlaan_bn_updates=True)
+    _engine(learner).train_step(*random_batch(16))
+    # stem alone: its own forward; layer1.0, layer2.0: own + as the last and as the first stage of a cascade;
+    # layer3.0: own + its cascade.
+    expected = {0: 1, 1: 3, 2: 3, 3: 2}
+    for k, stage in enumerate(learner.net.stages):
+        counts = {m.num_batches_tracked.item() for m in stage.modules() if isinstance(m, nn.BatchNorm2d)}
+        assert counts == {expected[k]}, k
+
+
 # ------------------------------------------------------------------------------------------ leap chains
 
 TABLES = [("resnet32", 8), ("resnet32", 15), ("resnet110", 32), ("resnet110", 54), ("resnet34", 16), ("resnet101", 33)]
@@ -226,10 +237,18 @@ def _twin_params(chain: LeapChain, source: nn.Module) -> dict[str, torch.Tensor]
     return {name: chain.twin.get_buffer(name).clone() for name, _ in source.named_parameters()}
 
 
-@pytest.mark.parametrize(("m", "last_only"), [(0.9, False), (1.0, False), (0.9, True)])
-def test_ema_follows_the_formula(m, last_only):
+@pytest.mark.parametrize(
+    ("m", "last_only", "twice"), [(0.9, False, False), (1.0, False, False), (0.9, True, False), (0.9, False, True)]
+)
+def test_ema_follows_the_formula(m, last_only, twice):
     learner = make_learner(
-        "greedy+mlaan", k=4, split=FOUR, mlaan_window=2, ema_momentum=m, legacy_mlaan_ema_last_only=last_only
+        "greedy+mlaan",
+        k=4,
+        split=FOUR,
+        mlaan_window=2,
+        ema_momentum=m,
+        legacy_mlaan_ema_last_only=last_only,
+        legacy_mlaan_last_twin_twice=twice,
     )
     chains = _chains(learner)
     assert sorted(chains) == [1, 2]
@@ -245,8 +264,9 @@ def test_ema_follows_the_formula(m, last_only):
     engine.train_step(*batch)
     for k, chain in chains.items():
         moves = m < 1 and (not last_only or k == learner.num_stages - 2)
+        mk = m**2 if twice and k == learner.num_stages - 2 else m  # two updates from the same unstepped source
         for name, value in _twin_params(chain, sources[k]).items():
-            expected = m * before[k][name] + (1 - m) * source_before[k][name] if moves else before[k][name]
+            expected = mk * before[k][name] + (1 - mk) * source_before[k][name] if moves else before[k][name]
             torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-7, msg=f"chain {k} {name}")
             if not moves:
                 assert torch.equal(value, initial[k][name])
@@ -302,3 +322,33 @@ def test_state_dict_round_trip_restores_twins_and_resumes_exactly():
     for name, value in twin.state_dict().items():
         torch.testing.assert_close(value, saved[0][f"owned.2.leap.twin.{name}"], rtol=0, atol=0)
     assert_resumes_exactly(_engine(resumed), saved[1], full, x, y)
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_chains_start_as_copies_or_as_fresh_draws(fresh):
+    learner = make_learner("greedy+mlaan", k=4, split=FOUR, mlaan_window=2, mlaan_fresh_chains=fresh)
+    chain, source = _chains(learner)[1], learner.net.stages[2][0]
+    same = [torch.equal(a, b) for a, b in zip(chain.blocks[0].parameters(), source.parameters(), strict=True)]
+    twin_same = [torch.equal(chain.twin.get_buffer(n), p) for n, p in source.named_parameters()]
+    weights = [n.endswith("conv1.weight") for n, _ in source.named_parameters()]
+    if fresh:  # convs re-drawn (BN starts at (1, 0) either way)
+        assert not any(s for s, w in zip(same, weights, strict=True) if w)
+        assert not any(s for s, w in zip(twin_same, weights, strict=True) if w)
+    else:
+        assert all(same) and all(twin_same)
+
+
+def test_mlaan_imagenet_head_adds_two_1x1_convs_below_256_channels():
+    from locallearn.aux import make_head
+
+    narrow, wide = make_head(64, "mlaan-imagenet", 10), make_head(256, "mlaan-imagenet", 10)
+    assert [m.out_channels for m in narrow.modules() if isinstance(m, nn.Conv2d)] == [128, 64]
+    assert not any(isinstance(m, nn.Conv2d) for m in wide.modules())
+    assert narrow(torch.randn(2, 64, 7, 7)).shape == wide(torch.randn(2, 256, 4, 4)).shape == (2, 10)
+
+
+def test_zero_init_residual_is_an_imagenet_resnet_option():
+    net = build_backbone("resnet18", 10, zero_init_residual=True)
+    assert all(not u.last_bn.weight.any() for u in net.units[1:-1])
+    with pytest.raises(ConfigError, match="zero_init_residual is an option of the ImageNet ResNets"):
+        build_backbone("resnet32", 10, zero_init_residual=True)

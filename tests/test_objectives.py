@@ -145,3 +145,9 @@ def test_state_dict_round_trip_gives_identical_outputs():
     b.load_state_dict(a.state_dict())
     x, _ = random_batch()
     torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
+
+
+def test_contrast_embedding_is_d_wide_at_any_widen():
+    # The released head widens its hidden layer with aux_net_widen but always embeds into D dimensions.
+    head = make_learner("infopro:contrast", k=3, aux_widen=2).owned[0]["aux"].head
+    assert head.fcs[0].out_features == 256 and head.fcs[-1].out_features == 128

@@ -58,6 +58,8 @@ def test_memory_balanced_infopro_star_tables():
     assert [list(net.coords[c]) for c in net.cuts] == [[1, 8], [2, 1]]
     net = split_model(backbone, 4, "balanced-memory", arch="resnet110", dataset="cifar10")
     assert [list(net.coords[c]) for c in net.cuts] == [[1, 6], [1, 14], [2, 8]]
+    with pytest.raises(ConfigError, match="for dataset 'svhn'.*even-memory"):
+        split_model(backbone, 4, "balanced-memory", arch="resnet110", dataset="svhn")
 
 
 def test_balanced_dp_minimises_the_largest_part():

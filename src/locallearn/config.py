@@ -52,6 +52,8 @@ class PipelineOptions:
 class RunConfig:
     arch: str = "resnet32"
     """Registered backbone name, or `package.module:callable` returning an nn.Sequential / Backbone."""
+    zero_init_residual: bool = False
+    """ImageNet ResNets: start the last BN of every residual block at 0 (MLAAN's ImageNet code)."""
     method: str = "infopro"
     """objective[:variant][+mechanism[:arg]]...: e2e, greedy, dgl, infopro[:contrast|:softmax] (+ mechanisms)."""
     K: int = 4

@@ -6,6 +6,12 @@ import torch
 import torch.nn.functional as F
 
 
+def widened(t: torch.Tensor) -> torch.Tensor:
+    """`t` in at least float32: half-precision inputs (autocast) are widened, float64 stays float64, so a model
+    run in float64 computes its losses in float64 too."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
 def supcon_loss(
     features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07, base_temperature: float = 0.07
 ) -> torch.Tensor:
@@ -14,7 +20,7 @@ def supcon_loss(
     Positives are the other samples of the same class; the denominator runs over every other sample;
     anchors without a positive contribute 0 (their positive count is clamped to 1); mean over anchors.
     """
-    z = F.normalize(features.float(), dim=1)
+    z = F.normalize(widened(features), dim=1)
     b = z.shape[0]
     logits = z @ z.T / temperature  # (B, B)
     not_self = ~torch.eye(b, dtype=torch.bool, device=z.device)
@@ -30,9 +36,10 @@ def supcon_loss(
 
 def reconstruction_loss(decoded: torch.Tensor, x01: torch.Tensor) -> torch.Tensor:
     """BCE between a sigmoid decoder output and the image in [0, 1], both (B, 3, H, W)."""
-    # BCE is unsafe under autocast; compute it in float32.
-    return F.binary_cross_entropy(decoded.float(), x01.float())
+    # BCE is unsafe under autocast: widen half-precision inputs.
+    decoded = widened(decoded)
+    return F.binary_cross_entropy(decoded, x01.to(decoded.dtype))
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.float(), labels)
+    return F.cross_entropy(widened(logits), labels)

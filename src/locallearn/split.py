@@ -103,7 +103,14 @@ def table_cuts(backbone: Backbone, arch: str, kind: str, k: int, dataset: str | 
     section = {"table": "infopro", "balanced-memory": "infopro_balanced", "stem-merged": "stem_merged"}[kind]
     entry = tables.get(section, {}).get(arch)
     if entry is not None and kind == "balanced-memory":
-        entry = entry.get(dataset or "cifar10", entry.get("cifar10"))
+        # Balanced for one dataset's image size and memory profile: never borrowed by another dataset.
+        name = {None: "cifar10", "cifar10-sample": "cifar10"}.get(dataset, dataset)
+        if name not in entry:
+            raise ConfigError(
+                f"no 'balanced-memory' split of '{arch}' for dataset '{name}' (tables exist for "
+                f"{', '.join(sorted(entry))}); use --split even-memory to balance it by measurement"
+            )
+        entry = entry[name]
     if entry is None or k not in entry:
         have = sorted(entry) if entry else []
         raise ConfigError(

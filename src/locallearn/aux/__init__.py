@@ -3,6 +3,8 @@
 from .build import DECODERS, make_decoder, make_head
 from .heads import HEAD_CONFIGS, AuxClassifier, Decoder, MLPSRHead
 from .imagenet import ImageNetDecoder, ImageNetHead
+from .man_dgl import MANDGLHead
+from .mlaan_imagenet import MLAANImageNetHead
 
 __all__ = [
     "DECODERS",
@@ -11,6 +13,8 @@ __all__ = [
     "Decoder",
     "ImageNetDecoder",
     "ImageNetHead",
+    "MANDGLHead",
+    "MLAANImageNetHead",
     "MLPSRHead",
     "make_decoder",
     "make_head",

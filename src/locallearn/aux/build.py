@@ -7,16 +7,24 @@ from torch import nn
 from ..errors import ConfigError
 from .heads import HEAD_CONFIGS, AuxClassifier, Decoder
 from .imagenet import ImageNetDecoder, ImageNetHead
+from .man_dgl import MANDGLHead
+from .mlaan_imagenet import MLAANImageNetHead
 
 DECODERS = ("cifar", "imagenet")
 
 
 def make_head(channels: int, config: str, out_dim: int, feature_dim: int = 128, widen: int = 1) -> nn.Module:
-    """`imagenet` -> `ImageNetHead`; `<n>c<m>f` -> `AuxClassifier`. (B, C, H, W) -> (B, out_dim)."""
+    """`imagenet` -> `ImageNetHead`; `man-dgl` -> `MANDGLHead`; `mlaan-imagenet` -> `MLAANImageNetHead`;
+    `<n>c<m>f` -> `AuxClassifier`. (B, C, H, W) -> (B, out_dim)."""
     if config == "imagenet":
         return ImageNetHead(channels, out_dim)
+    if config == "man-dgl":
+        return MANDGLHead(channels, out_dim, feature_dim)
+    if config == "mlaan-imagenet":
+        return MLAANImageNetHead(channels, out_dim)
     if config not in HEAD_CONFIGS:
-        raise ConfigError(f"unknown aux head '{config}'; choose one of {', '.join(HEAD_CONFIGS)} or imagenet")
+        names = ", ".join((*HEAD_CONFIGS, "man-dgl", "mlaan-imagenet"))
+        raise ConfigError(f"unknown aux head '{config}'; choose one of {names} or imagenet")
     return AuxClassifier(channels, config, out_dim, feature_dim, widen)
 
 

@@ -101,7 +101,7 @@ def build_model(
     """The learner a run trains (backbone, split, method) on `device`; also what profile and bench measure."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # shapes are fixed per stage: let cuDNN pick its fastest kernels
-    backbone = build_backbone(cfg.arch, num_classes)
+    backbone = build_backbone(cfg.arch, num_classes, zero_init_residual=cfg.zero_init_residual)
     net = split_model(
         backbone,
         cfg.K,

@@ -5,6 +5,7 @@ A method name is `objective[:variant][+mechanism[:arg]]...`, e.g. `infopro:softm
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from ..errors import ConfigError
@@ -82,6 +83,9 @@ def build_learner(
 ) -> LocalLearner:
     options = options or MethodOptions()
     obj_name, variant, mechs = parse_method(method)
+    if options.aux_net is None:
+        defaults = [MECHANISMS.get(m).default_aux_net(obj_name) for m, _ in mechs]
+        options = dataclasses.replace(options, aux_net=next((d for d in defaults if d is not None), None))
     if obj_name == "e2e":
         if net.num_stages != 1:
             raise ConfigError("e2e trains a single module: use K=1 (or drop --K)")

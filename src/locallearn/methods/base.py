@@ -64,6 +64,9 @@ class AuxContext:
     num_classes: int
     next_stage_coord: tuple[int, int] | None = None  # [stage, block] of the next module's first block
     stem_is_module: bool = False
+    last_coord: tuple[int, int] | None = None  # [stage, block] of this module's last block
+    num_blocks: int = 0  # residual blocks of the backbone (units with a [stage, block] other than the stem's)
+    ratio_by_own_block: bool = False  # legacy lambda ratio from `last_coord` (MLAAN's nets), not the next block
 
 
 class Objective:
@@ -90,10 +93,16 @@ class Mechanism:
     name: str = ""
     window: int = 1
     incompatible: tuple[str, ...] = ()
+    legacy_ratio_by_own_block: bool = False  # see AuxContext.ratio_by_own_block
 
     def __init__(self, options: MethodOptions, arg: str | None = None) -> None:
         self.options = options
         self.arg = arg
+
+    @classmethod
+    def default_aux_net(cls, objective: str) -> str | None:
+        """The aux head `objective` uses with this mechanism when method_options.aux_net is unset (None: its own)."""
+        return None
 
     @classmethod
     def stem_module(cls, options: MethodOptions) -> bool:
@@ -102,6 +111,10 @@ class Mechanism:
 
     def setup(self, learner: LocalLearner) -> None:
         """Build this mechanism's modules and register them with `learner.own(k, name, module)`."""
+
+    def build_aux(self, learner: LocalLearner, ctx: AuxContext) -> AuxLoss | None:
+        """Stage ctx.k's aux net when this mechanism builds it instead of the objective (None: the objective's)."""
+        return None
 
     def initial_carry(self, batch: Batch) -> Carry:
         """Extra tensors entering stage 0 besides `"h"`."""

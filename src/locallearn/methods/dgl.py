@@ -15,7 +15,7 @@ class DGL(Objective):
 
     def build_aux(self, ctx: AuxContext) -> AuxLoss:
         if self.options.aux_net not in (None, "mlp-sr"):
-            # Any InfoPro-style head may be asked for; only the default differs from greedy.
+            # Any other head may be asked for (man-dgl: MAN's DGL head); only the default differs from greedy.
             return Greedy(self.options).build_aux(ctx)
         channels, spatial = ctx.feature_shape[0], ctx.feature_shape[-1]
         return ClassifierAux(MLPSRHead(channels, spatial, ctx.num_classes))

@@ -27,10 +27,21 @@ def infopro_lambdas(
 
 
 def legacy_stage_ratio(ctx: AuxContext) -> float:
-    """The released MAN/MAN++/MLAAN ratio: layer index of the next block over (K_cfg - 2), where K_cfg counts
-    the stem as a module as their configs do (one more than our module count when the stem is merged)."""
-    k_cfg = ctx.num_stages + (0 if ctx.stem_is_module else 1)
-    layer = ctx.next_stage_coord[0] if ctx.next_stage_coord else 0
+    """The released MAN/MAN++/MLAAN lambda ratio: the layer index of a block over (K_cfg - 2).
+
+    MAN and MAN++ take the next module's first block and K_cfg = their config key: the number of block modules
+    (the stem merged into the first), one more for the one-module-per-block tables, keyed "K=16" for 15 modules
+    of ResNet-32 and "K=55" for 54 of ResNet-110. MAN++'s own stem module gets ratio 0. MLAAN's InfoPro/DGL nets
+    (`ratio_by_own_block`) take the module's own last block and K_cfg = the number of block modules.
+    """
+    if ctx.stem_is_module and ctx.k == 0:
+        return 0.0
+    modules = ctx.num_stages - (1 if ctx.stem_is_module else 0)
+    if ctx.ratio_by_own_block:
+        k_cfg, coord = modules, ctx.last_coord
+    else:
+        k_cfg, coord = modules + (1 if modules == ctx.num_blocks else 0), ctx.next_stage_coord
+    layer = coord[0] if coord else 0
     return layer / (k_cfg - 2) if k_cfg > 2 else 0.0
 
 
@@ -53,7 +64,7 @@ class InfoProAux(AuxLoss):
         self.temperature = temperature
 
     def forward(self, feature: torch.Tensor, batch: Batch) -> AuxOutput:
-        loss = feature.new_zeros((), dtype=torch.float32)
+        loss = feature.new_zeros((), dtype=torch.promote_types(feature.dtype, torch.float32))
         logs: dict[str, torch.Tensor] = {}
         logits = None
         if self.decoder is not None:
@@ -91,11 +102,16 @@ class InfoPro(Objective):
         o = self.options
         ratio = legacy_stage_ratio(ctx) if o.legacy_stage_ratio else None
         l_rec, l_task = infopro_lambdas(ctx.k, ctx.num_stages, (o.ixx_1, o.ixy_1), (o.ixx_2, o.ixy_2), ratio)
+        if l_rec == 0 and l_task == 0:
+            raise ConfigError(
+                f"lambda_1 and lambda_2 of local module {ctx.k} are both 0, so it would not train; give it a weight "
+                "(ixx_1/ixy_1 for the first module, ixx_2/ixy_2 for the last)"
+            )
         contrast = self.variant == "contrast"
         channels = ctx.feature_shape[0]
         head = None
         if l_task != 0:
-            out_dim = o.aux_feature_dim * o.aux_widen if contrast else ctx.num_classes
+            out_dim = o.aux_feature_dim if contrast else ctx.num_classes  # the embedding is D at any widen
             head = make_head(channels, o.aux_net or "1c2f", out_dim, o.aux_feature_dim, o.aux_widen)
         decoder = make_decoder(o.decoder, channels, ctx.image_shape[1:], o.aux_widen) if l_rec != 0 else None
         return InfoProAux(head, decoder, (l_rec, l_task), contrast, o.temperature)

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..losses import cross_entropy
 from ..split import SplitNet
-from .base import AuxContext, Batch, Carry, Mechanism, Objective, StageResult
+from .base import AuxContext, AuxLoss, Batch, Carry, Mechanism, Objective, StageResult
 
 
 class LocalLearner(nn.Module):
@@ -42,17 +42,33 @@ class LocalLearner(nn.Module):
         if self.num_stages > 1 and objective is None:
             raise ValueError("a local objective is required when K > 1")
         for k in range(self.num_stages - 1):
-            shape = self._aux_shape(k)
-            ctx = AuxContext(
-                k=k,
-                num_stages=self.num_stages,
-                feature_shape=shape,
-                image_shape=self.image_shape,
-                num_classes=num_classes,
-                next_stage_coord=net.coords[net.records[k + 1].first_unit],
-                stem_is_module=net.stem_is_module,
-            )
-            self.own(k, "aux", objective.build_aux(ctx))
+            self.own(k, "aux", self.build_aux(self.aux_context(k, self._aux_shape(k))))
+
+    # ----------------------------------------------------------------------------------------- aux nets
+    def aux_context(self, k: int, feature_shape: tuple[int, ...]) -> AuxContext:
+        """What stage k's aux net is built from, for a feature of `feature_shape` (C, H, W)."""
+        net = self.net
+        return AuxContext(
+            k=k,
+            num_stages=self.num_stages,
+            feature_shape=tuple(feature_shape),
+            image_shape=self.image_shape,
+            num_classes=self.num_classes,
+            next_stage_coord=net.coords[net.records[k + 1].first_unit],
+            stem_is_module=net.stem_is_module,
+            last_coord=net.records[k].last_coord,
+            num_blocks=sum(c is not None and tuple(c) != (0, 0) for c in net.coords),
+            ratio_by_own_block=any(m.legacy_ratio_by_own_block for m in self.mechanisms),
+        )
+
+    def build_aux(self, ctx: AuxContext) -> AuxLoss:
+        """The aux net of `ctx` (a mechanism's when one builds it, else the objective's), initialised by the
+        backbone's rule: the released code builds its aux nets before its model-wide init loop."""
+        aux = next((a for m in self.mechanisms if (a := m.build_aux(self, ctx)) is not None), None)
+        if aux is None:
+            aux = self.objective.build_aux(ctx)
+        self.net.init_weights(aux)
+        return aux
 
     # ----------------------------------------------------------------------------------------- structure
     @property

@@ -11,16 +11,23 @@ theta_EMA <- m * theta_EMA + (1 - m) * theta_next over parameters only, m = 0.99
 released scripts' frozen 1.0 default), applied after stage k's backward and before any optimizer step (the
 released order) or, with `ema_timing: after_step`, right after the next stage's optimizer step.
 MAN++ also trains the stem as a module of its own (the split gains a [0, 0] boundary when it has none).
+
+Aux heads: without method_options.aux_net, infopro uses `2c2f` and dgl MAN's own DGL head (`man-dgl`), as the
+released CIFAR runs do. `legacy_manpp_stem_head` builds MAN++'s stem-module head as the release does whatever
+the run's settings: `1c2f` with D = 128 and SupCon (its constructor defaults), also in cross-entropy runs.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .base import Mechanism
+from .base import AuxContext, AuxLoss, Mechanism
 from .ema import ema_update, frozen_copy, reinitialised
+from .infopro import InfoPro
 from .learner import LocalLearner
 from .registry import MECHANISMS
 
@@ -57,6 +64,10 @@ class MAN(Mechanism):
         if not 0.0 <= options.ema_momentum <= 1.0:
             raise ConfigError(f"ema_momentum must be in [0, 1], got {options.ema_momentum}")
         self.sources: list[nn.Module] = []
+
+    @classmethod
+    def default_aux_net(cls, objective: str) -> str | None:
+        return {"infopro": "2c2f", "dgl": "man-dgl"}.get(objective)
 
     def setup(self, learner: LocalLearner) -> None:
         net = learner.net
@@ -105,3 +116,10 @@ class MANPlusPlus(MAN):
     def stem_module(cls, options) -> bool:
         # The split gains a stem-only module when it has none; MAN++'s ImageNet code trains none.
         return options.manpp_stem_module
+
+    def build_aux(self, learner: LocalLearner, ctx: AuxContext) -> AuxLoss | None:
+        legacy_stem = self.options.legacy_manpp_stem_head and ctx.stem_is_module and ctx.k == 0
+        if not (legacy_stem and isinstance(learner.objective, InfoPro)):
+            return None
+        released = dataclasses.replace(self.options, aux_net="1c2f", aux_feature_dim=128, aux_widen=1)
+        return InfoPro(released, "contrast").build_aux(ctx)

@@ -21,12 +21,15 @@ learn only through later stages' cascades. Their leap chains are never built.
 EMA: theta_twin <- m * theta_twin + (1 - m) * theta_real over parameters only, right after stage k's
 backward, so a source in stage k-W+1 or later has not stepped yet (the released order: all backward passes,
 then the EMA, then the step); every chain by default, only the last one with `legacy_mlaan_ema_last_only`
-(the released CIFAR code).
+(the released CIFAR code); `legacy_mlaan_last_twin_twice` updates the last one twice (the released ImageNet
+code). The chains start as copies of the real blocks (CIFAR code) or, with `mlaan_fresh_chains`, as fresh
+draws of the backbone's init rule (ImageNet code).
 
 BatchNorm: a cascade recomputes stages that already ran this step on the same batch. It normalises with the
 batch statistics as always (the values are the released ones) but leaves the running statistics alone, so
 each BN layer of the backbone tracks every batch once, as under any other method; the released code updates
-them once per recomputation too (W times per step, an effective momentum of 1 - 0.9^W).
+them once per recomputation too (2-3 times per step, an effective momentum of up to 1 - 0.9^3), except in the
+stem, whose output it keeps; `legacy_mlaan_bn_updates` does the same.
 
 Leap lists come from the `mlaan_leaps` tables of splits.yaml when the split's modules are exactly a
 `stem_merged` entry that has one; otherwise module k's chain is the first block of every deeper backbone
@@ -36,8 +39,7 @@ layer, then the network's last residual block (just that block when module k end
 from __future__ import annotations
 
 import contextlib
-import copy
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 
 import torch
@@ -46,8 +48,8 @@ from torch import nn
 from ..errors import ConfigError
 from ..losses import cross_entropy
 from ..split import SplitNet, split_tables
-from .base import AuxContext, AuxLoss, AuxOutput, Batch, Carry, Mechanism, StageResult
-from .ema import ema_update, frozen_copy
+from .base import AuxLoss, AuxOutput, Batch, Carry, Mechanism, StageResult
+from .ema import ema_update, frozen_copy, reinitialised
 from .learner import LocalLearner
 from .registry import MECHANISMS
 
@@ -124,10 +126,11 @@ class LeapChain(nn.Module):
     (B, C_k, H_k, W_k) -> the aux net's output on (B, C_last, H_last, W_last).
     """
 
-    def __init__(self, sources: list[nn.Module], aux: AuxLoss) -> None:
+    def __init__(self, sources: list[nn.Module], aux: AuxLoss, init: Callable[[nn.Module], None] | None = None) -> None:
+        """Copies of `sources` as they are now, or fresh draws of them by `init` when given."""
         super().__init__()
-        self.blocks = nn.ModuleList(copy.deepcopy(s) for s in sources)  # as the real blocks are at construction
-        self.twin = frozen_copy(sources[0])  # parameters held as buffers: never optimised, saved in checkpoints
+        self.blocks = nn.ModuleList(reinitialised(s, init) for s in sources)
+        self.twin = frozen_copy(sources[0], init)  # parameters held as buffers: never optimised, saved in checkpoints
         self.aux = aux
 
     def forward(self, z: torch.Tensor, batch: Batch) -> AuxOutput:
@@ -160,6 +163,7 @@ def running_stats_frozen(modules: Iterable[nn.Module]) -> Iterator[None]:
 class MLAAN(Mechanism):
     name = "mlaan"
     incompatible = ("man", "man++", "contsup")
+    legacy_ratio_by_own_block = True  # the released MLAAN + InfoPro/DGL nets interpolate lambda by the own block
 
     def __init__(self, options, arg: str | None = None) -> None:
         super().__init__(options, arg)
@@ -183,16 +187,9 @@ class MLAAN(Mechanism):
         chains = leap_units(net)
         for k in range(w - 1, net.num_stages - 1):  # the only stages with a cascaded loss before the last
             sources = [backbone_unit(net, u) for u in chains[k]]
-            ctx = AuxContext(
-                k=k,
-                num_stages=net.num_stages,
-                feature_shape=tuple(net.unit_costs[chains[k][-1]].out_shape),
-                image_shape=learner.image_shape,
-                num_classes=learner.num_classes,
-                next_stage_coord=net.coords[net.records[k + 1].first_unit],
-                stem_is_module=net.stem_is_module,
-            )
-            learner.own(k, "leap", LeapChain(sources, learner.objective.build_aux(ctx)))
+            ctx = learner.aux_context(k, net.unit_costs[chains[k][-1]].out_shape)
+            init = net.init_weights if self.options.mlaan_fresh_chains else None
+            learner.own(k, "leap", LeapChain(sources, learner.build_aux(ctx), init))
             self.sources[k] = sources[0]
         last_chain = net.num_stages - 2
         self.ema_stages = set(self.sources)
@@ -214,7 +211,9 @@ class MLAAN(Mechanism):
         """Stage k's output recomputed through stages k-W+1..k from the (detached) input of stage k-W+1."""
         z = carry[f"in{self.window - 2}"]
         stages = learner.net.stages[k - self.window + 1 : k + 1]
-        with running_stats_frozen(stages):
+        # Legacy: only the stem keeps its statistics (the release reuses the stem's output, never re-runs it).
+        frozen = [learner.net.stages[0][0]] if self.options.legacy_mlaan_bn_updates else stages
+        with running_stats_frozen(frozen):
             for stage in stages:
                 z = stage(z)
         return z
@@ -237,7 +236,12 @@ class MLAAN(Mechanism):
         return replace(result, loss=o.mlaan_wx * result.loss + o.mlaan_wy * leap.loss, logs=logs)
 
     def after_backward(self, learner: LocalLearner, k: int) -> None:
-        if k in self.ema_stages:
+        if k not in self.ema_stages:
+            return
+        # Legacy: the release updates the last twin again at the end of the step. Its source has not stepped
+        # in between, so the second update may as well follow the first, on the twin's own stage.
+        last_twice = self.options.legacy_mlaan_last_twin_twice and k == learner.num_stages - 2
+        for _ in range(2 if last_twice else 1):
             ema_update(learner.owned[k]["leap"].twin, self.sources[k], self.options.ema_momentum)
 
     def ema_pairs(self, learner: LocalLearner, k: int) -> list[tuple[nn.Module, nn.Module]]:

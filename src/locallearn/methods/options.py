@@ -8,8 +8,9 @@ from dataclasses import dataclass
 @dataclass
 class MethodOptions:
     aux_net: str | None = None
-    """Aux head: 0c1f/0c2f/1c1f/1c2f/1c3f/2c2f, mlp-sr or imagenet (InfoPro's 4-conv ImageNet head, infopro only).
-    Default: greedy 0c1f, dgl mlp-sr, infopro 1c2f."""
+    """Aux head: 0c1f/0c2f/1c1f/1c2f/1c3f/2c2f, mlp-sr (DGL), man-dgl (the released MAN/MAN++ DGL head),
+    mlaan-imagenet (MLAAN's ResNet-34 head) or imagenet (InfoPro's 4-conv ImageNet head). Default: greedy 0c1f,
+    dgl mlp-sr, infopro 1c2f; with man/man++ infopro 2c2f and dgl man-dgl."""
     decoder: str = "cifar"
     """InfoPro reconstruction decoder: cifar (upsample to the image, two convs) or imagenet (conv + 2x upsample
     steps up to the image, for the 512/1024-channel features of ImageNet ResNets; like the imagenet head, it
@@ -29,8 +30,8 @@ class MethodOptions:
     temperature: float = 0.07
     """SupCon temperature (and base temperature) of the contrast variant."""
     legacy_stage_ratio: bool = False
-    """Interpolate lambda by the stage index of the next block, lo/(K-2), as the released MAN/MAN++/MLAAN code
-    does, instead of by the module index."""
+    """Interpolate lambda as the released MAN/MAN++/MLAAN code does: by the layer index of the next block (MLAAN:
+    of the module's own last block) over the released config key minus 2, instead of by the module index."""
     ema_momentum: float = 0.995
     """m of the EMA twins (MAN, MAN++, MLAAN): twin <- m * twin + (1 - m) * source. 1 freezes them."""
     ema_timing: str = "after_backward"
@@ -38,6 +39,9 @@ class MethodOptions:
     or after_step (after the source block's optimizer step; the papers' description)."""
     manpp_stem_module: bool = True
     """MAN++ trains the stem as a module of its own (CIFAR code); false keeps the split as given (ImageNet code)."""
+    legacy_manpp_stem_head: bool = False
+    """Build MAN++'s stem-module aux head as the released code does whatever the run's settings: 1c2f, D = 128,
+    supervised contrastive loss (infopro only); otherwise it is built like every other module's."""
     man_copy_init: bool = False
     """Start MAN's trainable copy and EMA twin as exact copies of the next block (released: fresh random init)."""
     mlaan_window: int = 2
@@ -55,3 +59,12 @@ class MethodOptions:
     later stages' cascades and their aux nets stay untrained); otherwise they train their independent stream."""
     legacy_mlaan_ema_last_only: bool = False
     """EMA-update only the last leap chain's twin, as the released CIFAR code does; the others stay frozen."""
+    mlaan_fresh_chains: bool = False
+    """Start the leap blocks and their twins as fresh draws of the backbone's init rule (the released ImageNet
+    code) instead of copies of the real blocks (the released CIFAR code)."""
+    legacy_mlaan_last_twin_twice: bool = False
+    """EMA-update the last leap chain's twin a second time after the last stage's backward, as the released
+    ImageNet code does."""
+    legacy_mlaan_bn_updates: bool = False
+    """Let every recomputation of a cascade update the BN running statistics of the blocks it re-runs (the stem
+    excepted), as the released code does: 2-3 updates per block and step instead of one."""

@@ -48,11 +48,15 @@ def as_backbone(model: nn.Module) -> Backbone:
     )
 
 
-def build_backbone(arch: str, num_classes: int) -> Backbone:
-    """A registered name (`resnet32`) or a user factory (`mypkg.nets:build`) called with num_classes."""
-    if ":" in arch:
-        factory = _user_factory(arch)
-        params = inspect.signature(factory).parameters
-        model = factory(num_classes=num_classes) if "num_classes" in params else factory()
-        return as_backbone(model)
-    return as_backbone(MODELS.get(arch)(num_classes=num_classes))
+def build_backbone(arch: str, num_classes: int, *, zero_init_residual: bool = False) -> Backbone:
+    """A registered name (`resnet32`) or a user factory (`mypkg.nets:build`) called with num_classes.
+
+    `zero_init_residual` starts the last BN of every residual block at 0 (registered ImageNet ResNets only)."""
+    factory = _user_factory(arch) if ":" in arch else MODELS.get(arch)
+    params = inspect.signature(factory).parameters
+    kwargs = {"num_classes": num_classes} if "num_classes" in params else {}
+    if zero_init_residual:
+        if ":" in arch or "zero_init_residual" not in params:
+            raise ConfigError(f"zero_init_residual is an option of the ImageNet ResNets, not of '{arch}'; drop it")
+        kwargs["zero_init_residual"] = True
+    return as_backbone(factory(**kwargs))
