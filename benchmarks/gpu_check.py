@@ -121,6 +121,7 @@ class Sizes:
     archs: tuple[str, ...] = ("resnet101", "resnet152")
     timing: tuple[int, int, int] = (3, 2, 2)  # timed steps per round, rounds, warm-up steps
     accuracy_batch: int = 128
+    budget: float = 240.0  # seconds of training for the accuracy runs together
     train_limit: int | None = None
     test_limit: int | None = None
     shrink: Callable[[RunConfig], RunConfig] = lambda cfg: cfg
@@ -138,7 +139,18 @@ def _shrink(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(cfg, arch=arch, K=k, split=TINY_SPLIT.get((arch, k), "even"))
 
 
-TINY = Sizes(2, 2, 16, ("resnet101",), (1, 1, 1), 16, 32, 32, _shrink)
+TINY = Sizes(
+    cifar_batch=2,
+    imagenet_batch=2,
+    imagenet_size=16,
+    archs=("resnet101",),
+    timing=(1, 1, 1),
+    accuracy_batch=16,
+    budget=1.0,
+    train_limit=32,
+    test_limit=32,
+    shrink=_shrink,
+)
 
 
 def config(case: Case, sizes: Sizes, **flags: Any) -> RunConfig:
@@ -384,7 +396,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--part", choices=list(MINIMUM), action="append", help="run only these parts (repeatable)")
     p.add_argument("--amp", default="none", help="autocast of the memory part: none (fp32, the papers'), bf16, fp16")
     p.add_argument("--data-dir", type=Path, default=SUBSET_DIR, help=f"the CIFAR-10 subset (default {SUBSET_DIR})")
-    p.add_argument("--budget", type=float, default=240.0, help="seconds of training for the accuracy runs together")
+    p.add_argument("--budget", type=float, default=None, help="seconds of training for the accuracy runs together")
     p.add_argument("--epochs", type=int, default=None, help="epochs of each accuracy run (default: fit --budget)")
     p.add_argument("--time-limit", type=float, default=480.0, help="seconds for the whole check")
     p.add_argument("--runs-dir", type=Path, default=ROOT / "benchmarks" / "results" / "tmp" / "runs" / "gpu_check")
@@ -419,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "correctness": lambda left: correctness(args.out, left),
         "memory": lambda left: memory(sizes, args.device, args.amp),
         "accuracy": lambda left: accuracy(
-            sizes, args.device, data, min(args.budget, left - RESERVE), args.runs_dir, args.epochs
+            sizes, args.device, data, min(args.budget or sizes.budget, left - RESERVE), args.runs_dir, args.epochs
         ),
     }
     rows: list[dict[str, Any]] = []
