@@ -85,7 +85,6 @@ RESNET110 = [
     Case("InfoPro K=16", _r110("infopro_k16")),
     Case("E2E + activation checkpointing", _r110("e2e"), (CHECKPOINTING,), paper_gb=3.91, paper_wall=0.275),
 ]
-# InfoPro Table 4 and MAN's ImageNet table, per GPU at batch 128 (1024 over 8 GPUs): compare the ratios.
 IMAGENET = {
     "resnet101": [
         Case("E2E", "imagenet/resnet101_e2e.yaml", paper_gb=19.71),
@@ -98,6 +97,13 @@ IMAGENET = {
         Case("InfoPro + MAN K=4", "imagenet/resnet152_infopro_man_k4.yaml", paper_gb=13.61),
     ],
 }
+# Where each group's paper figures come from, printed under its table.
+PAPER_SETTING = {
+    "resnet110": "InfoPro Table 3: one Titan Xp, batch 1024, memory in GB, overhead = wall time over E2E",
+    "resnet101": "InfoPro Table 4 (K = 2) and MAN's ImageNet table (K = 4): per GPU at batch 128 (1024 over 8 "
+    "V100s), twice this batch: compare the ratios",
+}
+PAPER_SETTING["resnet152"] = PAPER_SETTING["resnet101"]
 _R32 = "cifar10/resnet32_{}.yaml"
 ACCURACY = [
     Case("E2E", _R32.format("e2e")),
@@ -242,6 +248,7 @@ def memory_group(group: str, cases: Sequence[Case], sizes: Sizes, input_size: in
                 "all_step_seconds": timing.step_seconds,
                 "wall_overhead": timing.median_seconds / e2e_time - 1,
                 "paper_wall_overhead": case.paper_wall,
+                "paper_setting": PAPER_SETTING[group],
                 "flops_overhead": profile.train_flops / e2e.train_flops - 1,
                 "cuts": profile.cuts,
                 "config": cfg.to_dict(),
@@ -342,6 +349,7 @@ def memory_section(rows: list[dict[str, Any]]) -> list[str]:
             ],
         ),
     ]
+    lines += ["", f"Paper: {first['paper_setting']}."]
     return lines + [f"- {r['label']}: not measured ({r['skipped']})" for r in rows if "skipped" in r]
 
 
