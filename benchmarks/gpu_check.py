@@ -355,7 +355,8 @@ def memory_section(rows: list[dict[str, Any]]) -> list[str]:
 
 def accuracy_section(rows: list[dict[str, Any]]) -> list[str]:
     first = rows[0]
-    plan = f"{first['planned_epochs']} epochs each on {first['images']:,} training images"
+    epochs = first["planned_epochs"]
+    plan = f"{epochs} epoch{'s' if epochs != 1 else ''} each on {first['images']:,} training images"
     if first["predicted_seconds"] is not None:
         plan += f" (planned for {first['budget_seconds']:.0f} s together, predicted {first['predicted_seconds']:.0f} s)"
     spent = sum(r["train_seconds"] for r in rows if r.get("train_seconds") is not None)
@@ -434,6 +435,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     sizes = TINY if args.tiny else Sizes()
+    if args.tiny:
+        torch.set_num_threads(1)  # toy tensors gain nothing from threads, and on a busy machine lose much to them
     data = {"dataset": "cifar10-sample"} if args.tiny else {"dataset": "cifar10-subset", "data_dir": str(args.data_dir)}
     stem = result_stem("gpu_check", device)
     start = time.perf_counter()
