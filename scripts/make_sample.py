@@ -16,14 +16,9 @@ import numpy as np
 
 from locallearn.data.bundled import SAMPLE_FILE, SAMPLE_MD5, sample_digest
 from locallearn.data.cifar import CIFAR10, read_cifar
-from locallearn.data.files import Splits
+from locallearn.data.subset import balanced_subset
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "locallearn" / "data" / "sample" / SAMPLE_FILE
-
-
-def first_per_class(x: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    keep = np.sort(np.concatenate([np.flatnonzero(y == c)[:n] for c in range(10)]))
-    return x[keep], y[keep]
 
 
 def main() -> None:
@@ -34,10 +29,7 @@ def main() -> None:
     args = p.parse_args()
     # The reader takes the folder holding the archive (or the extracted cifar-10-batches-py/).
     full = read_cifar(CIFAR10, args.src.parent if args.src.is_file() else args.src)
-    sample = Splits(
-        *first_per_class(full.train_x, full.train_y, args.per_class),
-        *first_per_class(full.test_x, full.test_y, args.test_per_class),
-    )
+    sample = balanced_subset(full, args.per_class, args.test_per_class)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(OUT, **sample._asdict())
     digest = sample_digest(sample)

@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
-from locallearn.methods import MethodOptions, build_learner, needs_stem_module
+from locallearn.methods import MECHANISMS, OBJECTIVES, MethodOptions, build_learner, needs_stem_module
 from locallearn.models import build_backbone
 from locallearn.split import split_model
 
 CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 CIFAR_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
+# Every InfoPro term built at every boundary, so that no part of a method goes untested.
+ALL_LAMBDAS_ONE = dict(ixx_1=1.0, ixy_1=1.0, ixx_2=1.0, ixy_2=1.0)
+# Mechanisms that need an argument are exercised with a representative one.
+DEFAULT_ARG = {"contsup": "R1E"}
+
+
+def _spelled(name: str) -> str:
+    return f"{name}:{DEFAULT_ARG[name]}" if name in DEFAULT_ARG else name
+
+
+def _compatible(names: tuple[str, ...]) -> bool:
+    return all(other not in getattr(MECHANISMS.get(n), "incompatible", ()) for n in names for other in names)
+
+
+def all_methods() -> list[str]:
+    """Every objective (both InfoPro variants) alone and with every compatible set of one or two mechanisms,
+    generated from the registries so that a newly registered one is covered without a new test."""
+    objectives = [*OBJECTIVES.names(), "infopro:softmax"]
+    mech_sets: list[tuple[str, ...]] = [()]
+    for r in (1, 2):
+        mech_sets += [c for c in itertools.combinations(MECHANISMS.names(), r) if _compatible(c)]
+    return ["+".join([obj, *(_spelled(m) for m in mechs)]) for obj in objectives for mechs in mech_sets]
 
 
 def make_learner(method: str = "greedy", k: int = 4, arch: str = "resnet8", split=None, seed: int = 0, **options):

@@ -342,7 +342,7 @@ def test_download_failure_says_to_place_the_file(tmp_path, monkeypatch):
 
 
 def test_registry():
-    assert list_datasets() == ["cifar10", "cifar100", "svhn", "stl10", "cifar10-sample"]
+    assert list_datasets() == ["cifar10", "cifar100", "svhn", "stl10", "cifar10-sample", "cifar10-subset"]
     with pytest.raises(ConfigError, match="unknown dataset 'mnist'; choose one of: cifar10, cifar100"):
         load_dataset("mnist", "/nowhere")
 

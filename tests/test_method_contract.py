@@ -5,37 +5,13 @@ Generated from the registries, so a newly registered objective or mechanism is c
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 
-from helpers import make_learner, random_batch
+from helpers import ALL_LAMBDAS_ONE, all_methods, make_learner, random_batch
 from locallearn.engine.local import LocalEngine
-from locallearn.methods import MECHANISMS, OBJECTIVES
-
-# Mechanisms that need an argument are exercised with a representative one.
-DEFAULT_ARG = {"contsup": "R1E"}
-
-
-def _spelled(name: str) -> str:
-    return f"{name}:{DEFAULT_ARG[name]}" if name in DEFAULT_ARG else name
-
-
-def _compatible(names: tuple[str, ...]) -> bool:
-    return all(other not in getattr(MECHANISMS.get(n), "incompatible", ()) for n in names for other in names)
-
-
-def all_methods() -> list[str]:
-    objectives = [*OBJECTIVES.names(), "infopro:softmax"]
-    mech_sets: list[tuple[str, ...]] = [()]
-    for r in (1, 2):
-        mech_sets += [c for c in itertools.combinations(MECHANISMS.names(), r) if _compatible(c)]
-    return ["+".join([obj, *(_spelled(m) for m in mechs)]) for obj in objectives for mechs in mech_sets]
-
 
 METHODS = all_methods()
-OPTIONS = dict(ixx_1=1.0, ixy_1=1.0, ixx_2=1.0, ixy_2=1.0)
 
 
 def _engine(learner) -> LocalEngine:
@@ -46,7 +22,7 @@ def _engine(learner) -> LocalEngine:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_gradient_reaches_exactly_the_declared_window(method):
-    learner = make_learner(method, k=3, **OPTIONS)
+    learner = make_learner(method, k=3, **ALL_LAMBDAS_ONE)
     x, y = random_batch()
     batch = learner.make_batch(x, y)
     carry = learner.initial_carry(batch)
@@ -68,7 +44,7 @@ def test_gradient_reaches_exactly_the_declared_window(method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_trainable_parameter_is_reached_in_a_step(method):
-    learner = make_learner(method, k=3, **OPTIONS)
+    learner = make_learner(method, k=3, **ALL_LAMBDAS_ONE)
     engine = _engine(learner)
     x, y = random_batch(16)
     engine.train_step(x, y)
@@ -80,7 +56,7 @@ def test_every_trainable_parameter_is_reached_in_a_step(method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_loss_falls_on_a_fixed_batch(method):
-    learner = make_learner(method, k=3, **OPTIONS)
+    learner = make_learner(method, k=3, **ALL_LAMBDAS_ONE)
     engine = _engine(learner)
     x, y = random_batch(16)
     losses = []
@@ -93,9 +69,9 @@ def test_loss_falls_on_a_fixed_batch(method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_state_dict_round_trip(method):
-    a = make_learner(method, k=3, seed=1, **OPTIONS)
+    a = make_learner(method, k=3, seed=1, **ALL_LAMBDAS_ONE)
     _engine(a).train_step(*random_batch(8))
-    b = make_learner(method, k=3, seed=2, **OPTIONS)
+    b = make_learner(method, k=3, seed=2, **ALL_LAMBDAS_ONE)
     b.load_state_dict(a.state_dict())
     a.eval(), b.eval()
     x, _ = random_batch(4, seed=3)

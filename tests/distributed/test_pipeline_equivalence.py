@@ -18,14 +18,13 @@ import torch
 from launcher import spawn
 from probes import probe_learner
 
-from helpers import make_learner, random_batch
+from helpers import DEFAULT_ARG, make_learner, random_batch
 from locallearn.config import PipelineOptions
 from locallearn.dist.groups import launch
 from locallearn.engine.local import LocalEngine, evaluate
 from locallearn.engine.pipeline import build_pipeline_engine, stage_state_dict
 from locallearn.engine.pipeline_plan import module_tensors
 from locallearn.methods import MECHANISMS, OBJECTIVES, LocalLearner
-from test_method_contract import DEFAULT_ARG
 
 pytestmark = pytest.mark.dist
 

@@ -16,6 +16,7 @@ from .cifar import CIFAR10, CIFAR100, read_cifar
 from .download import download as download_files
 from .files import MissingFilesError, Splits
 from .loader import AugSpec
+from .subset import read_subset
 
 # Per-dataset settings of the papers' recipes (docs/methods.md §1.5); mean and std in [0, 1] units.
 CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
@@ -47,6 +48,8 @@ SPECS: dict[str, DatasetSpec] = {
     # 10 classes: the released scripts' 'sl10' typo builds 100-way heads (docs/methods.md).
     "stl10": DatasetSpec(10, HALF, HALF, STL10_AUG, stl10.read_stl10, (stl10.URL,)),
     "cifar10-sample": DatasetSpec(10, CIFAR_MEAN, CIFAR_STD, CIFAR_AUG),
+    # 12,000 + 5,000 class-balanced images in the sample's format, from scripts/make_cifar_subset.py.
+    "cifar10-subset": DatasetSpec(10, CIFAR_MEAN, CIFAR_STD, CIFAR_AUG, read_subset),
 }
 
 

@@ -139,6 +139,21 @@ def build_optimizers(learner: LocalLearner, cfg: RunConfig) -> list[torch.optim.
     ]
 
 
+KERNEL_CHOICES = ("fused", "foreach")
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load `state` into `opt`, keeping the update kernel `opt` was built with for its device.
+
+    A saved state carries the writer's `fused` / `foreach` flags, which `load_state_dict` would adopt: a run
+    checkpointed on CPU would lose the fused kernel when resumed on CUDA, and the reverse would ask the CPU for
+    the kernel chosen for CUDA."""
+    kernels = [{k: group[k] for k in KERNEL_CHOICES if k in group} for group in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, kernel in zip(opt.param_groups, kernels, strict=True):
+        group.update(kernel)
+
+
 def build_run(
     cfg: RunConfig,
     device: torch.device | None = None,
@@ -240,8 +255,9 @@ class Trainer:
             )
         self.run.learner.load_state_dict(ckpt["learner"])
         for opt, state in zip(self.run.optimizers, ckpt["optimizers"], strict=True):
-            opt.load_state_dict(state)
-        torch.set_rng_state(ckpt["torch_rng"])
+            load_optimizer_state(opt, state)
+        # The CPU generator's state, whatever device the checkpoint was mapped to.
+        torch.set_rng_state(ckpt["torch_rng"].cpu())
         self.history = ckpt["history"]
         self.elapsed = ckpt["elapsed"]
         self.start_epoch = ckpt["epoch"] + 1
