@@ -122,8 +122,10 @@ def smallest_k(
             return plan
     best = _smallest_peak(predictor, batch, bounds, priced)
     plan = Plan(budget, batch, False, best, max_k=max_k)
-    if suggest and best is not None:
-        plan.lighter = _lighter(predictor, budget, batch, best, max_k)
+    # Where a larger K does not help because its aux nets dominate, a lighter aux net may.
+    dominated = [c for c in priced.values() if _aux_dominates(c.prediction)]
+    if suggest and dominated:
+        plan.lighter = _lighter(predictor, budget, batch, dominated[0], max_k)
     return plan
 
 
