@@ -28,7 +28,7 @@ from ..engine.local import autocast_context
 from ..engine.trainer import resolve_amp, resolve_device
 from ..methods import LocalLearner, MethodOptions, build_learner, needs_stem_module
 from ..models import build_backbone
-from ..profile.costs import FlopCounter, SavedTensorMeter, UnitCost, measure_units
+from ..profile.costs import FlopCounter, SavedTensorMeter, UnitCost, measure_units, storage_key
 from ..profile.memory import storage_sizes
 from ..profile.probe import InputSpec
 from ..profile.step import BACKWARD_FACTOR
@@ -50,11 +50,11 @@ class _Call:
 
     @property
     def in_ptr(self) -> int:
-        return self.x.untyped_storage().data_ptr()
+        return storage_key(self.x)
 
     @property
     def out_ptr(self) -> int:
-        return self.out.untyped_storage().data_ptr()
+        return storage_key(self.out)
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,19 @@ class _Extras:
     saved: dict[str, int]  # what the loss saved for backward (the backbone's own saves come from the table)
     calls: tuple[tuple[int, str, str], ...]  # backbone stages run: (stage - k, input role, output role)
     flops: int  # counted by hooks outside the backbone (aux nets, mechanisms), whole batch
+
+
+class _KeepingMeter(SavedTensorMeter):
+    """A meter that also holds every tensor it saw saved until it is dropped: a storage a graph frees within the
+    stage is still counted (as the profiler's meter counts it), and its key cannot be reused meanwhile."""
+
+    def __init__(self, exclude) -> None:
+        super().__init__(exclude)
+        self.kept: list[torch.Tensor] = []
+
+    def _pack(self, t: torch.Tensor):
+        self.kept.append(t.detach())
+        return super()._pack(t)
 
 
 class _StandIn(nn.Module):
@@ -213,6 +226,10 @@ class MemoryPredictor:
         self.costs: list[UnitCost] = measure_units(self.backbone.units, spec.image_shape)  # as train's split sees
         self.units: list[UnitMemory] = measure_unit_memory(self.backbone.units, spec.image_shape, self.device, self.amp)
         self.stem_module = needs_stem_module(cfg.method, cfg.method_options)
+        # The stages' extras need shapes, not values: on a CPU target they are run on the meta device, which
+        # allocates and computes nothing (an InfoPro decoder at 224 x 224 would take gigabytes even at batch 4).
+        # A CUDA target keeps its own device, where autocast gives the extras the run's dtypes.
+        self.extras_device = torch.device("meta") if self.device.type == "cpu" else self.device
         self._extras: dict[tuple, _Extras] = {}  # a stage's measured extras, shared by every split that has it
 
     def with_options(self, options: MethodOptions) -> MemoryPredictor:
@@ -255,6 +272,8 @@ class MemoryPredictor:
         worst = 0.0
         for a, b in zip(bounds[:-1], bounds[1:], strict=True):
             inner, ends = self.backbone_bytes(a + 1, b, batch)
+            if a < 0:
+                ends.pop("in", None)  # the image: counted with the batch below
             worst = max(worst, inner + sum(ends.values()))
         return worst + 2 * self.input_bytes(batch)  # x and its [0, 1] copy are alive through the step
 
@@ -275,7 +294,7 @@ class MemoryPredictor:
             std=self.spec.std,
             options=self.cfg.method_options,
         )
-        return learner.to(self.device).train()
+        return learner.to(self.extras_device).train()
 
     def model(self, cuts: list[int]) -> StepModel:
         """Price the configuration with these cut points: build it, measure its stages' extras, fit them."""
@@ -311,8 +330,8 @@ class MemoryPredictor:
     def _measure_stages(self, learner: LocalLearner, b: int, exclude, log: list[_Call], ranges):
         """Yield (k, bytes per component, (FLOPs/image, aux FLOPs/image)) for every stage at batch b."""
         g = torch.Generator().manual_seed(0)
-        x = torch.randn(b, *self.spec.image_shape, generator=g).to(self.device)
-        y = torch.randint(0, self.spec.num_classes, (b,), generator=g).to(self.device)
+        x = torch.randn(b, *self.spec.image_shape, generator=g).to(self.extras_device)
+        y = torch.randint(0, self.spec.num_classes, (b,), generator=g).to(self.extras_device)
         batch = learner.make_batch(x, y)
         carry = learner.initial_carry(batch)
         last = learner.num_stages - 1
@@ -331,7 +350,7 @@ class MemoryPredictor:
         """Run stage k's local loss once; name the storages it touches by role, so that the measurement serves
         every split in which stage k looks the same (same modules, same carry)."""
         log.clear()
-        meter = SavedTensorMeter(exclude=exclude)
+        meter = _KeepingMeter(exclude=exclude)
         with meter, FlopCounter(learner) as counter, self.amp():
             result = learner.train_stage(k, carry, batch)
         roles: dict[int, str] = {}
@@ -340,18 +359,15 @@ class MemoryPredictor:
         for i, call in enumerate(log):
             named += [(f"call{i}:in", call.x), (f"call{i}:out", call.out)]
         for role, t in named:
-            ptr = t.untyped_storage().data_ptr()
+            ptr = storage_key(t)
             if ptr not in roles:
                 roles[ptr], sizes[role] = role, t.untyped_storage().nbytes()
-        alive = {roles[t.untyped_storage().data_ptr()] for t in [batch.x, batch.y, batch.x01, *carry.values()]}
+        alive = {roles[storage_key(t)] for t in [batch.x, batch.y, batch.x01, *carry.values()]}
         extras = _Extras(
             sizes=sizes,
             alive=frozenset(alive),
             saved={roles.get(ptr, f"anon{ptr}"): n for ptr, n in meter.storages.items()},
-            calls=tuple(
-                (c.stage - k, roles[c.x.untyped_storage().data_ptr()], roles[c.out.untyped_storage().data_ptr()])
-                for c in log
-            ),
+            calls=tuple((c.stage - k, roles[storage_key(c.x)], roles[storage_key(c.out)]) for c in log),
             flops=counter.flops,
         )
         out = result.out

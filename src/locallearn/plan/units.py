@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..profile.costs import SavedTensorMeter
+from ..profile.costs import SavedTensorMeter, storage_key
 
 SMALL_BATCHES = (2, 4)  # BatchNorm in training needs more than one sample
 
@@ -62,10 +62,10 @@ def _record(units: nn.ModuleList, x: torch.Tensor, amp_context) -> _Pass:
     h = x.requires_grad_(True)
     with amp_context():
         for unit, meter in zip(units, meters, strict=True):
-            run.inputs.append(h.untyped_storage().data_ptr())
+            run.inputs.append(storage_key(h))
             with meter:
                 h = unit(h)
-            run.outputs.append(h.untyped_storage().data_ptr())
+            run.outputs.append(storage_key(h))
             run.out_bytes.append(h.numel() * h.element_size())
             run.out_dtypes.append(h.dtype)
     # Only now may the graph go: until here it kept every saved storage alive, so no address was reused.
