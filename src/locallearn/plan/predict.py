@@ -15,8 +15,10 @@ Each stage's activation, aux and alive-beside bytes are fitted in the batch size
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import functools
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -235,8 +237,7 @@ class MemoryPredictor:
     def with_options(self, options: MethodOptions) -> MemoryPredictor:
         """The same backbone measurements for the method with other options (e.g. a lighter aux net)."""
         variant = copy.copy(self)
-        variant.cfg = dataclasses.replace(self.cfg, method_options=options)
-        variant._extras = {}
+        variant.cfg = dataclasses.replace(self.cfg, method_options=options)  # the extras' keys tell modules apart
         return variant
 
     @property
@@ -277,6 +278,7 @@ class MemoryPredictor:
             worst = max(worst, inner + sum(ends.values()))
         return worst + 2 * self.input_bytes(batch)  # x and its [0, 1] copy are alive through the step
 
+    @functools.cached_property
     def static_bound(self) -> int:
         """Weights, grads and optimizer state of the backbone alone: a lower bound for every method."""
         params = sum(p.numel() * p.element_size() for p in self.backbone.parameters())
@@ -286,14 +288,17 @@ class MemoryPredictor:
     # --------------------------------------------------------------------------------------- one configuration
     def build(self, cuts: list[int]) -> LocalLearner:
         net = SplitNet(self.backbone, cuts, self.spec.image_shape, self.costs)
-        learner = build_learner(
-            self.cfg.method,
-            net,
-            num_classes=self.spec.num_classes,
-            mean=self.spec.mean,
-            std=self.spec.std,
-            options=self.cfg.method_options,
-        )
+        # Built on the meta device where the extras run there: initialising large aux nets is then free.
+        where = self.extras_device if self.extras_device.type == "meta" else contextlib.nullcontext()
+        with where:
+            learner = build_learner(
+                self.cfg.method,
+                net,
+                num_classes=self.spec.num_classes,
+                mean=self.spec.mean,
+                std=self.spec.std,
+                options=self.cfg.method_options,
+            )
         return learner.to(self.extras_device).train()
 
     def model(self, cuts: list[int]) -> StepModel:

@@ -20,8 +20,6 @@ MAX_BATCH = 2**24
 # Lighter aux choices to try when the aux nets dominate the peak, lightest change first.
 LIGHTER_AUX: tuple[dict[str, Any], ...] = (
     {"aux_widen": 1},
-    {"aux_feature_dim": 64},
-    {"aux_net": "0c2f"},
     {"aux_net": "0c1f"},
     {"decoder": "imagenet"},
     {"aux_net": "0c1f", "decoder": "imagenet"},
@@ -91,14 +89,21 @@ def _price(predictor: MemoryPredictor, k: int, cuts: list[int], batch: int) -> C
 
 
 def _lower_bound(predictor: MemoryPredictor, cuts: list[int], batch: int) -> float:
-    return predictor.static_bound() + predictor.activation_bound(cuts, batch)
+    return predictor.static_bound + predictor.activation_bound(cuts, batch)
 
 
 def smallest_k(
-    predictor: MemoryPredictor, budget: int, batch: int, max_k: int = DEFAULT_MAX_K, *, suggest: bool = True
+    predictor: MemoryPredictor,
+    budget: int,
+    batch: int,
+    max_k: int = DEFAULT_MAX_K,
+    *,
+    suggest: bool = True,
+    explain: bool = True,
 ) -> Plan:
-    """The smallest K up to `max_k` whose predicted peak at `batch` fits `budget`, with K - 1's prediction;
-    `suggest`: also look for a lighter aux choice when the aux nets dominate."""
+    """The smallest K up to `max_k` whose predicted peak at `batch` fits `budget`, with K - 1's prediction.
+    `suggest`: also look for a lighter aux choice when the aux nets dominate; `explain`: when nothing fits,
+    find the smallest peak reachable."""
     priced: dict[int, Choice] = {}
     bounds: dict[int, float] = {}
     for k in _candidate_ks(predictor, max_k):
@@ -120,6 +125,8 @@ def smallest_k(
             if suggest:
                 plan.lighter = _lighter(predictor, budget, batch, choice, k - 1)
             return plan
+    if not explain:
+        return Plan(budget, batch, False, None, max_k=max_k)
     best = _smallest_peak(predictor, batch, bounds, priced)
     plan = Plan(budget, batch, False, best, max_k=max_k)
     # Where a larger K does not help because its aux nets dominate, a lighter aux net may.
@@ -132,7 +139,8 @@ def smallest_k(
 def _smallest_peak(
     predictor: MemoryPredictor, batch: int, bounds: dict[int, float], priced: dict[int, Choice]
 ) -> Choice | None:
-    """Branch and bound over K: price in order of the lower bound, stop once no bound can beat the best."""
+    """Branch and bound over K: price in order of the lower bound, stop once no bound can beat the best.
+    What it prices joins `priced`."""
     best: Choice | None = min(priced.values(), key=lambda c: c.prediction.peak_bytes, default=None)
     for k in sorted(bounds, key=bounds.__getitem__):
         if best is not None and bounds[k] >= best.prediction.peak_bytes:
@@ -140,6 +148,8 @@ def _smallest_peak(
         if k in priced:
             continue
         choice = _price(predictor, k, predictor.cuts(k, BALANCED), batch)
+        if choice is not None:
+            priced[k] = choice
         if choice is not None and (best is None or choice.prediction.peak_bytes < best.prediction.peak_bytes):
             best = choice
     return best
@@ -161,7 +171,7 @@ def _lighter(predictor: MemoryPredictor, budget: int, batch: int, choice: Choice
             continue
         options = dataclasses.replace(current, **change)
         variant = predictor.with_options(options)
-        plan = smallest_k(variant, budget, batch, below, suggest=False)
+        plan = smallest_k(variant, budget, batch, below, suggest=False, explain=False)
         if not plan.fits:
             continue
         if best is None or best["K"] > plan.choice.K:
