@@ -10,7 +10,6 @@ plus weights, grads and optimizer state; CUDA: peak allocated). Writes benchmark
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 
@@ -26,33 +25,37 @@ from locallearn.profile.provenance import provenance
 from locallearn.profile.results import result_stem, write_results
 from locallearn.profile.tables import format_bytes, markdown_table
 
-# (arch, dataset, image size, method, K, batch); split: the memory-balanced DP (even-memory) for K > 1.
+IMAGENET_AUX = {"aux_net": "imagenet", "decoder": "imagenet"}  # the ImageNet recipes' aux nets
+# (arch, dataset, image size, method, K, batch, method options); split: the memory-balanced DP for K > 1.
 CONFIGS = [
-    ("resnet32", "cifar10", None, "e2e", 1, 256),
-    ("resnet32", "cifar10", None, "greedy", 4, 256),
-    ("resnet32", "cifar10", None, "dgl", 8, 512),
-    ("resnet32", "cifar10", None, "infopro", 2, 128),
-    ("resnet32", "cifar10", None, "infopro", 16, 1024),
-    ("resnet32", "cifar10", None, "infopro:softmax", 4, 64),
-    ("resnet32", "cifar10", None, "infopro+contsup:R1E", 8, 256),
-    ("resnet32", "cifar10", None, "greedy+contsup:R2", 4, 128),
-    ("resnet32", "cifar10", None, "infopro+man", 8, 256),
-    ("resnet32", "cifar10", None, "dgl+man++", 4, 128),
-    ("resnet32", "cifar10", None, "infopro+mlaan", 8, 256),
-    ("resnet32", "cifar10", None, "greedy+mlaan", 16, 128),
-    ("resnet110", "cifar10", None, "e2e", 1, 128),
-    ("resnet110", "cifar10", None, "greedy", 16, 512),
-    ("resnet110", "cifar10", None, "infopro", 4, 256),
-    ("resnet110", "cifar10", None, "infopro+man", 8, 64),
-    ("resnet18", "imagenet", 224, "e2e", 1, 16),
-    ("resnet18", "imagenet", 224, "greedy", 4, 16),
-    ("resnet50", "imagenet", 224, "dgl", 2, 8),
-    ("resnet50", "imagenet", 128, "infopro", 4, 8),
+    ("resnet32", "cifar10", None, "e2e", 1, 1024, {}),
+    ("resnet32", "cifar10", None, "greedy", 4, 256, {}),
+    ("resnet32", "cifar10", None, "dgl", 8, 512, {}),
+    ("resnet32", "cifar10", None, "infopro", 2, 128, {}),
+    ("resnet32", "cifar10", None, "infopro", 16, 1024, {}),
+    ("resnet32", "cifar10", None, "infopro:softmax", 4, 64, {"aux_widen": 2}),
+    ("resnet32", "cifar10", None, "infopro+contsup:R1E", 8, 256, {}),
+    ("resnet32", "cifar10", None, "greedy+contsup:R2", 4, 128, {}),
+    ("resnet32", "cifar10", None, "infopro+man", 8, 256, {}),
+    ("resnet32", "cifar10", None, "dgl+man++", 4, 128, {}),
+    ("resnet32", "cifar10", None, "infopro+mlaan", 8, 256, {}),
+    ("resnet32", "cifar10", None, "greedy+mlaan", 16, 128, {"mlaan_window": 3}),
+    ("resnet110", "cifar10", None, "e2e", 1, 128, {}),
+    ("resnet110", "cifar10", None, "greedy", 16, 512, {}),
+    ("resnet110", "cifar10", None, "infopro", 16, 1024, {}),
+    ("resnet110", "cifar10", None, "infopro+man", 8, 64, {}),
+    ("resnet18", "imagenet", 224, "e2e", 1, 16, {}),
+    ("resnet18", "imagenet", 224, "greedy", 4, 16, {}),
+    ("resnet18", "imagenet", 224, "infopro:softmax+man", 4, 8, {"aux_net": "imagenet"}),
+    ("resnet50", "imagenet", 224, "dgl", 2, 8, {}),
+    ("resnet101", "imagenet", 224, "infopro:softmax", 2, 8, IMAGENET_AUX),
+    ("resnet50", "imagenet", 128, "infopro", 4, 8, {}),
 ]
 
 
-def run_one(arch, dataset, size, method, k, batch, extra: dict) -> dict:
+def run_one(arch, dataset, size, method, k, batch, options: dict, extra: dict) -> dict:
     flags = {"arch": arch, "dataset": dataset, "method": method, "K": k, "batch_size": batch, **extra}
+    flags["method_options"] = options
     if k > 1:
         flags["split"] = "even-memory"
     if size:
@@ -63,12 +66,13 @@ def run_one(arch, dataset, size, method, k, batch, extra: dict) -> dict:
     predicted = MemoryPredictor(cfg, spec).predict(cfg.K, cfg.split, batch)
     predict_s = time.perf_counter() - start
     start = time.perf_counter()
-    measured = measure(dataclasses.replace(cfg), spec, warmup=1)
+    measured = measure(cfg, spec, warmup=1)
     measure_s = time.perf_counter() - start
     return {
         "arch": arch,
         "image_size": spec.image_shape[1],
         "method": method,
+        "method_options": options,
         "K": predicted.K,
         "batch_size": batch,
         "predicted_peak_bytes": predicted.peak_bytes,
@@ -89,7 +93,7 @@ def table(rows: list[dict]) -> str:
         [
             r["arch"],
             f"{r['image_size']}x{r['image_size']}",
-            r["method"],
+            r["method"] + "".join(f" {key}={value}" for key, value in r["method_options"].items()),
             r["K"],
             r["batch_size"],
             format_bytes(r["predicted_peak_bytes"]),
@@ -112,8 +116,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     rows = []
-    for arch, dataset, size, method, k, batch in CONFIGS:
-        row = run_one(arch, dataset, size, method, k, batch, {"device": args.device, "threads": args.threads})
+    for arch, dataset, size, method, k, batch, options in CONFIGS:
+        row = run_one(arch, dataset, size, method, k, batch, options, {"device": args.device, "threads": args.threads})
         rows.append({**row, **provenance(device)})
         print(f"{arch} {method} K={k} B={batch}: {100 * row['error']:+.2f}%", file=sys.stderr, flush=True)
     report = table(rows)
