@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -145,3 +147,17 @@ def test_train_memory_budget_writes_the_choice_into_config_yaml(tmp_path, capsys
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["K"] == 2 and saved["split"] == "units:" + ",".join(map(str, predictor.cuts(2, "even-memory")))
     assert "K = 2" in capsys.readouterr().err
+
+
+def test_the_readme_plan_commands_run_as_printed(capsys):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    commands = [line for line in readme.splitlines() if line.startswith("locallearn plan ")]
+    assert len(commands) == 2
+    for line in commands:
+        assert main([*shlex.split(line)[1:], "--threads", "1"]) == 0, line
+        out = capsys.readouterr().out
+        if "--json" in line:
+            answer = json.loads(out)
+            assert answer["fits"] and answer["plan"]["K"] == 4 and answer["batch_size"] > 1
+        else:
+            assert "memory-balanced" in out and "train it: locallearn train" in out
