@@ -8,10 +8,11 @@ over the budget is ruled out without building it; the others are priced by `Memo
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from ..methods import parse_method
 from .predict import MemoryPredictor, StepModel, StepPrediction
 
 BALANCED = "even-memory"  # the exact dynamic program over the bytes each unit holds for backward
@@ -51,8 +52,7 @@ class Plan:
     choice: Choice | None  # the plan (fits) or the smallest peak reachable (does not)
     previous: Choice | None = None  # K - 1 (or batch + 1), which does not fit
     lighter: dict[str, Any] | None = None  # {"options": {...}, "K": .., "peak_bytes": ..} when aux nets dominate
-    max_k: int = DEFAULT_MAX_K
-    notes: list[str] = field(default_factory=list)
+    max_k: int = DEFAULT_MAX_K  # the largest K a budget query considered
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,7 +67,7 @@ class Plan:
 
 
 def _candidate_ks(predictor: MemoryPredictor, max_k: int) -> list[int]:
-    if predictor.cfg.method.split("+")[0].split(":")[0] == "e2e":
+    if parse_method(predictor.cfg.method)[0] == "e2e":  # one module by definition
         return [1]
     return list(range(1, min(max_k, predictor.num_units - 1) + 1))
 
