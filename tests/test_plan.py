@@ -161,3 +161,11 @@ def test_the_readme_plan_commands_run_as_printed(capsys):
             assert answer["fits"] and answer["plan"]["K"] == 4 and answer["batch_size"] > 1
         else:
             assert "memory-balanced" in out and "train it: locallearn train" in out
+
+
+def test_budget_auto_is_the_memory_the_device_has_free(monkeypatch, capsys):
+    monkeypatch.setattr("locallearn.plan.budget.available_bytes", lambda device: 50 * 2**20)
+    args = ["plan", "--arch", "resnet32", "--method", "greedy", "--dataset", "cifar10", "--batch-size", "64"]
+    assert main([*args, "--budget", "auto", "--threads", "1", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["budget_bytes"] == 50 * 2**20 and answer["plan"]["peak_bytes"] <= 50 * 2**20
