@@ -50,14 +50,6 @@ class _Call:
     x: torch.Tensor
     out: torch.Tensor
 
-    @property
-    def in_ptr(self) -> int:
-        return storage_key(self.x)
-
-    @property
-    def out_ptr(self) -> int:
-        return storage_key(self.out)
-
 
 @dataclass(frozen=True)
 class _Extras:
@@ -216,7 +208,8 @@ class StepModel:
 
 
 class MemoryPredictor:
-    """Everything measured once for a backbone and method; `model(K, split)` prices one configuration."""
+    """Everything measured once for a backbone and method; `model(cuts)` prices one configuration, `predict(K,
+    split, batch)` answers for one batch."""
 
     def __init__(self, cfg: RunConfig, spec: InputSpec) -> None:
         self.cfg, self.spec = cfg, spec
