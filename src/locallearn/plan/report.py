@@ -31,6 +31,11 @@ def _costs(prediction: StepPrediction) -> str:
     )
 
 
+def _mib(n: int) -> str:
+    """Exact enough to tell neighbouring batch sizes apart."""
+    return f"{n / 2**20:,.1f} MiB"
+
+
 def _modules(choice: Choice) -> str:
     k = choice.prediction.K
     return "" if k == choice.K else f" ({k} modules: the stem trains as one of its own)"
@@ -84,7 +89,6 @@ def batch_report(plan: Plan) -> str:
         over = plan.previous.prediction
         head = (
             f"K = {choice.K}{_modules(choice)}, split {choice.split}: the largest batch that fits {budget} is "
-            f"{plan.batch_size} (predicted peak {format_bytes(p.peak_bytes)}; batch {over.batch_size}: "
-            f"{format_bytes(over.peak_bytes)})"
+            f"{plan.batch_size} (predicted peak {_mib(p.peak_bytes)}; batch {over.batch_size}: {_mib(over.peak_bytes)})"
         )
     return "\n".join([head, "", stage_table(p), "", _costs(p)])
