@@ -46,7 +46,7 @@ def _lighter(plan: Plan) -> list[str]:
         return []
     sets = " ".join(f"--set method_options.{key}={value}" for key, value in plan.lighter["options"].items())
     return [
-        f"the aux nets dominate the peak: with {sets} K = {plan.lighter['K']} fits "
+        f"the aux nets are in the way: with {sets} K = {plan.lighter['K']} fits "
         f"(split {plan.lighter['split']}, predicted peak {format_bytes(plan.lighter['peak_bytes'])})"
     ]
 
@@ -64,7 +64,7 @@ def k_report(plan: Plan, command: str) -> str:
             f"{format_bytes(p.peak_bytes)} of the {budget} budget, at stage {p.peak_stage}"
         ]
         if plan.previous is not None:
-            lines.append(f"K = {plan.previous.K} does not fit: {format_bytes(plan.previous.prediction.peak_bytes)}")
+            lines.append(f"K = {plan.previous.K} does not fit: {_mib(plan.previous.prediction.peak_bytes)}")
     else:
         lines = [
             f"nothing fits in {budget} up to K = {plan.max_k} at batch {plan.batch_size}: the smallest predicted "

@@ -18,7 +18,7 @@ from .predict import MemoryPredictor, StepModel, StepPrediction
 BALANCED = "even-memory"  # the exact dynamic program over the bytes each unit holds for backward
 DEFAULT_MAX_K = 16
 MAX_BATCH = 2**24
-# Lighter aux choices to try when the aux nets dominate the peak, lightest change first.
+# Lighter aux choices to try when the aux nets stand between a K and the budget, lightest change first.
 LIGHTER_AUX: tuple[dict[str, Any], ...] = (
     {"aux_widen": 1},
     {"aux_net": "0c1f"},
@@ -51,7 +51,7 @@ class Plan:
     fits: bool
     choice: Choice | None  # the plan (fits) or the smallest peak reachable (does not)
     previous: Choice | None = None  # K - 1 (or batch + 1), which does not fit
-    lighter: dict[str, Any] | None = None  # {"options": {...}, "K": .., "peak_bytes": ..} when aux nets dominate
+    lighter: dict[str, Any] | None = None  # {"options": {...}, "K": .., "peak_bytes": ..}: a lighter aux net fits
     max_k: int = DEFAULT_MAX_K  # the largest K a budget query considered
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,8 +102,8 @@ def smallest_k(
     explain: bool = True,
 ) -> Plan:
     """The smallest K up to `max_k` whose predicted peak at `batch` fits `budget`, with K - 1's prediction.
-    `suggest`: also look for a lighter aux choice when the aux nets dominate; `explain`: when nothing fits,
-    find the smallest peak reachable."""
+    `suggest`: also look for a lighter aux choice where the aux nets are what does not fit; `explain`: when
+    nothing fits, find the smallest peak reachable."""
     priced: dict[int, Choice] = {}
     bounds: dict[int, float] = {}
     for k in _candidate_ks(predictor, max_k):
@@ -122,17 +122,15 @@ def smallest_k(
             if previous is None and k - 1 in bounds:  # ruled out by its bound: price it for the report
                 previous = _price(predictor, k - 1, predictor.cuts(k - 1, BALANCED), batch)
             plan = Plan(budget, batch, True, choice, previous, max_k=max_k)
-            if suggest:
-                plan.lighter = _lighter(predictor, budget, batch, choice, k - 1)
+            if suggest and previous is not None and _aux_in_the_way(previous.prediction, budget):
+                plan.lighter = _lighter(predictor, budget, batch, k - 1)
             return plan
     if not explain:
         return Plan(budget, batch, False, None, max_k=max_k)
     best = _smallest_peak(predictor, batch, bounds, priced)
     plan = Plan(budget, batch, False, best, max_k=max_k)
-    # Where a larger K does not help because its aux nets dominate, a lighter aux net may.
-    dominated = [c for c in priced.values() if _aux_dominates(c.prediction)]
-    if suggest and dominated:
-        plan.lighter = _lighter(predictor, budget, batch, dominated[0], max_k)
+    if suggest and any(_aux_in_the_way(c.prediction, budget) for c in priced.values()):
+        plan.lighter = _lighter(predictor, budget, batch, max_k)
     return plan
 
 
@@ -155,15 +153,13 @@ def _smallest_peak(
     return best
 
 
-def _aux_dominates(prediction: StepPrediction) -> bool:
-    stage = prediction.stages[prediction.peak_stage]
-    return stage.aux_bytes > max(stage.activation_bytes, prediction.static_bytes)
+def _aux_in_the_way(prediction: StepPrediction, budget: int) -> bool:
+    """Whether this configuration would fit without its aux nets' bytes: then a lighter aux net may fit it."""
+    return max(s.peak_bytes - s.aux_bytes for s in prediction.stages) <= budget
 
 
-def _lighter(predictor: MemoryPredictor, budget: int, batch: int, choice: Choice, below: int) -> dict[str, Any] | None:
-    """Where the aux nets dominate the peak: the lighter aux choice that fits at the smallest K <= `below`."""
-    if not _aux_dominates(choice.prediction) or below < 1:
-        return None
+def _lighter(predictor: MemoryPredictor, budget: int, batch: int, below: int) -> dict[str, Any] | None:
+    """The lighter aux choice that fits at the smallest K <= `below`."""
     current = predictor.cfg.method_options
     best = None
     for change in LIGHTER_AUX:
