@@ -3,9 +3,9 @@
 `--budget 12GiB` (or `auto`: the memory the device has free) answers with the smallest K whose predicted peak
 fits, its memory-balanced split, the predicted peak of every stage and the FLOP overhead; where the aux nets
 are what does not fit, the lighter aux choice that fits at a smaller K; when nothing fits, the smallest peak
-reachable and what dominates it. With `--K N` it answers the other way: the largest batch that fits at that K. The backbone
-is measured once on small batches and every candidate is priced from those measurements, so a query takes
-seconds. Exit status 0 when something fits, 1 when nothing does.
+reachable and what dominates it. With `--K N` it answers the other way: the largest batch that fits at that
+K. The backbone is measured once on small batches and every candidate is priced from those measurements, so a
+query takes seconds. Exit status 0 when something fits, 1 when nothing does.
 """
 
 from __future__ import annotations
