@@ -229,6 +229,11 @@ class SplitNet(nn.Module):
         return x
 
 
+def with_stem_module(cuts: list[int]) -> list[int]:
+    """`cuts` with the stem a stage of its own (a cut after unit 0), as MAN++ trains it."""
+    return cuts if cuts[:1] == [0] else [0, *cuts]
+
+
 def split_model(
     backbone: Backbone,
     k: int,
@@ -246,6 +251,6 @@ def split_model(
     """
     costs = measure_units(backbone.units, input_shape)
     cuts = resolve_cuts(backbone, k, split, arch=arch, dataset=dataset, costs=costs)
-    if stem_module and cuts[:1] != [0]:
-        cuts = [0, *cuts]
+    if stem_module:
+        cuts = with_stem_module(cuts)
     return SplitNet(backbone, cuts, input_shape, costs)

@@ -9,10 +9,18 @@ import argparse
 import sys
 
 from ..errors import LocalLearnError
-from . import bench, demo, evaluate, listing, profile, train
+from . import bench, demo, evaluate, listing, plan, profile, train
 
 # name -> module with `add_parser(subparsers)` and `run(args) -> int`
-COMMANDS = {"train": train, "eval": evaluate, "list": listing, "demo": demo, "profile": profile, "bench": bench}
+COMMANDS = {
+    "train": train,
+    "eval": evaluate,
+    "list": listing,
+    "demo": demo,
+    "profile": profile,
+    "bench": bench,
+    "plan": plan,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

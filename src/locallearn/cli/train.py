@@ -85,6 +85,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="stop after epoch N (continue later with --resume), e.g. on a time-sliced machine",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--memory-budget",
+        default=None,
+        metavar="SIZE",
+        help="choose K and a memory-balanced split that fit SIZE (e.g. 12GiB, or auto: free memory); see `plan`",
+    )
+    p.add_argument(
+        "--skip-memory-check",
+        action="store_true",
+        help="train even when the predicted peak exceeds the memory available",
+    )
 
 
 def default_out(cfg: RunConfig) -> Path:
@@ -94,6 +105,7 @@ def default_out(cfg: RunConfig) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.trainer import CHECKPOINT, Trainer
+    from ..plan.apply import prepare
 
     saved = None
     if args.resume and args.out and (Path(args.out) / CHECKPOINT).is_file():
@@ -101,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
 
         saved = torch.load(Path(args.out) / CHECKPOINT, map_location="cpu", weights_only=False)["config"]
     cfg = config_from_args(args, saved)
+    if args.memory_budget is not None and args.resume:
+        raise ConfigError("--memory-budget chooses K for a new run; drop it with --resume (the run keeps its K)")
+    cfg = prepare(cfg, args.memory_budget, check=not args.skip_memory_check)
     out = Path(args.out) if args.out else default_out(cfg)
     if cfg.engine == "pipeline":
         from ..engine.pipeline import run_pipeline  # noqa: PLC0415  (only under torchrun)

@@ -66,6 +66,12 @@ def inference_flops(learner: nn.Module, x: torch.Tensor) -> int:
     return counter.flops // x.shape[0]
 
 
+def storage_key(t: torch.Tensor) -> int:
+    """Identifies the storage behind `t` (shared by its views) on every device, the meta device included, where
+    every data pointer is 0: the address of the storage object itself."""
+    return t.untyped_storage()._cdata
+
+
 class _Saved:
     """What autograd keeps instead of a saved tensor: a box that dies with the graph node holding it."""
 
@@ -79,13 +85,13 @@ class SavedTensorMeter:
     """Context manager recording the distinct storages autograd saves for backward (CPU or CUDA).
 
     Tensors sharing storage with `exclude` (parameters and buffers: counted once as weights, not as
-    activations) are skipped. `storages` maps each storage's address to its size, so that the meters of
+    activations) are skipped. `storages` maps each storage (`storage_key`) to its size, so that the meters of
     stages alive at the same time can be merged without counting a shared storage twice; `alive()` says which
     of them a graph still holds (after a backward has freed it, none).
     """
 
     def __init__(self, exclude: Iterable[torch.Tensor] = ()) -> None:
-        self._exclude = {t.untyped_storage().data_ptr() for t in exclude}
+        self._exclude = {storage_key(t) for t in exclude}
         self.storages: dict[int, int] = {}
         self._boxes: dict[int, list[weakref.ref]] = {}
 
@@ -94,10 +100,9 @@ class SavedTensorMeter:
         # the box, the output whose grad_fn is that node, a cycle outside Python's collector that leaks the
         # whole graph. Backward needs only the values.
         box = _Saved(t.detach())
-        storage = t.untyped_storage()
-        ptr = storage.data_ptr()
+        ptr = storage_key(t)
         if ptr not in self._exclude:
-            self.storages.setdefault(ptr, storage.nbytes())
+            self.storages.setdefault(ptr, t.untyped_storage().nbytes())
             self._boxes.setdefault(ptr, []).append(weakref.ref(box))
         return box
 

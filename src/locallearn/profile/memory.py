@@ -19,12 +19,12 @@ import torch
 
 from ..engine.local import LocalEngine
 from ..methods import Batch, Carry, LocalLearner
-from .costs import FlopCounter, SavedTensorMeter
+from .costs import FlopCounter, SavedTensorMeter, storage_key
 
 
 def storage_sizes(tensors: Iterable[torch.Tensor]) -> dict[int, int]:
-    """Address -> bytes of the distinct storages behind `tensors`."""
-    return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    """`storage_key` -> bytes of the distinct storages behind `tensors`."""
+    return {storage_key(t): t.untyped_storage().nbytes() for t in tensors}
 
 
 @dataclass
