@@ -57,15 +57,18 @@ def test_step_accounting_matches_a_hand_count_exactly():
     assert (stage.held_bytes, stage.aux_bytes, stage.live_bytes) == (held, b * 3 * F32 + b * I64 + F32, live)
     assert profile.weights_bytes == params * F32 + 2 * 3 * F32  # parameters, and the mean / std buffers
     assert profile.grads_bytes == profile.optimizer_bytes == params * F32  # gradients, momentum buffers
-    assert profile.peak_bytes == profile.static_bytes + live
+    # The allocator saw every held storage and the gradients; beyond them, only the loss's scalar transients.
+    assert 0 <= profile.peak_bytes - (profile.static_bytes + live) <= 4 * F32
 
 
-def test_local_peak_is_static_plus_the_largest_stage_and_flops_add_up():
+def test_local_peak_is_the_largest_stage_and_flops_add_up():
     learner = make_learner("greedy", k=3)
     optimizers = [torch.optim.SGD(learner.stage_parameters(k), lr=0.1, momentum=0.9) for k in range(3)]
     x, y = random_batch(8)
     profile = profile_step(TracingEngine(learner, optimizers), x, y, method="greedy")
-    assert profile.peak_bytes == profile.static_bytes + max(s.live_bytes for s in profile.stages)
+    assert profile.peak_bytes == max(s.peak_bytes for s in profile.stages)
+    before = profile.weights_bytes + profile.optimizer_bytes + profile.batch_bytes
+    assert all(s.peak_bytes - before >= s.held_bytes for s in profile.stages)  # saved storages are allocated too
     assert [s.held_bytes for s in profile.stages] == held_for_backward(learner, x, y)
     backbone = sum(r.flops for r in learner.net.records)
     aux = sum(s.aux_train_flops for s in profile.stages)
@@ -115,7 +118,7 @@ def test_profile_cli_json_has_one_object_per_method(capsys):
     assert [(r["method"], r["K"]) for r in rows] == [("e2e", 1), ("greedy", 2), ("infopro", 2)]
     for r in rows:
         assert r["ratio"] == pytest.approx(r["peak_bytes"] / r["e2e_peak_bytes"])
-        assert len(r["stages"]) == r["K"] and r["convention"] == "cpu-held-for-backward"
+        assert len(r["stages"]) == r["K"] and r["convention"] == "cpu-max-allocated"
         assert r["e2e_peak_bytes"] == rows[0]["peak_bytes"]
     assert rows[0]["ratio"] == 1.0
 

@@ -6,6 +6,9 @@ so while stage k runs the memory in use is its own saved storages, plus whatever
 still hold (a cascade that keeps a graph across a boundary), plus the batch and the carry entering it.
 Liveness is observed, not assumed from the method's `window`: a storage counts as alive at stage k when a
 graph node still holds it as stage k starts.
+
+What is saved is not all a stage needs: on CPU the step also runs under an `AllocationMeter`, which records
+the peak of every tensor byte it allocates while each stage runs (gradients, transients, saved storages).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 
 from ..engine.local import LocalEngine
 from ..methods import Batch, Carry, LocalLearner
+from .allocations import AllocationMeter
 from .costs import FlopCounter, SavedTensorMeter
 
 
@@ -37,6 +41,7 @@ class StageTrace:
     flops: int  # forward FLOPs: the stage's backbone, aux nets and mechanisms
     backbone_flops: int  # forward FLOPs of the stage's backbone units alone
     cuda_peak_bytes: int | None  # max_memory_allocated over the stage (CUDA only, reset as it starts)
+    allocated_bytes: int | None = None  # CPU: peak tensor bytes the step had allocated while the stage ran
 
     @property
     def held_bytes(self) -> int:
@@ -60,7 +65,16 @@ class TracingEngine(LocalEngine):
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.traces, self._meters = [], []
-        super().train_step(x, y)
+        if self.device.type == "cuda":
+            super().train_step(x, y)
+            return
+        # Gradients of the last step are freed first, outside the allocation meter: it cannot see a free of
+        # memory allocated before it started, and the step allocates them again.
+        self.zero_grad()
+        with AllocationMeter() as self._allocations:
+            super().train_step(x, y)
+        for k, trace in enumerate(self.traces):
+            trace.allocated_bytes = self._allocations.peaks[f"stage {k}"]
 
     @contextlib.contextmanager
     def stage_scope(self, k: int, carry: Carry, batch: Batch) -> Iterator[None]:
@@ -74,8 +88,9 @@ class TracingEngine(LocalEngine):
         handle = stage.register_forward_hook(lambda *_: marks.append(meter.bytes))
         if cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
+        window = self._allocations.window(f"stage {k}") if not cuda else contextlib.nullcontext()
         try:
-            with meter, FlopCounter(learner) as everything, FlopCounter(stage) as backbone:
+            with window, meter, FlopCounter(learner) as everything, FlopCounter(stage) as backbone:
                 yield
         finally:
             handle.remove()
