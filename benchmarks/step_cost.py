@@ -15,16 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
-from pathlib import Path
 
 from _run import RESULTS, ROOT, recipe
-
 from locallearn.config import build_config, config_from_dict
 from locallearn.profile.breakdown import PARTS
 from locallearn.profile.tables import format_bytes, markdown_table
 
+KINDS = ("rss", "breakdown")  # fresh processes timed with their peak RSS; one profiled step per run
 RECIPES = {"e2e": "cifar10/resnet32_e2e.yaml", "infopro K=16": "cifar10/resnet32_infopro_k16.yaml"}
 
 
@@ -54,31 +54,35 @@ def breakdown_worker() -> None:
     print(json.dumps(step_breakdown(engine, x, y)))
 
 
-def measure(args: argparse.Namespace) -> list[dict]:
+def measure(args: argparse.Namespace, kinds: tuple[str, ...]) -> list[dict]:
+    import torch
+
     from locallearn.profile.provenance import provenance
     from locallearn.profile.rss import measure_rss
-
-    import torch
 
     torch.set_num_threads(args.threads)
     flags = {"batch_size": args.batch_size, "device": "cpu", "threads": args.threads}
     cfgs = {name: build_config(recipe(path), flags) for name, path in RECIPES.items()}
     base = provenance(torch.device("cpu"))
     rows = []
-    for r in range(args.rounds):
+    for r in range(args.rounds if "rss" in kinds else 0):
         order = list(cfgs) if r % 2 == 0 else list(reversed(cfgs))
         for name in order:
             m = measure_rss(cfgs[name], warmup=args.warmup_steps, steps=args.steps)
             print(f"round {r + 1} {name}: peak {format_bytes(m.peak_bytes)}, steps {m.step_seconds}", file=sys.stderr)
             rows.append({"kind": "rss", "round": r + 1, "run": name, "built_bytes": m.built_bytes,
                          "peak_bytes": m.peak_bytes, "growth_bytes": m.growth_bytes,
-                         "step_seconds": sorted(m.step_seconds)[len(m.step_seconds) // 2],
+                         "step_seconds": statistics.median(m.step_seconds),
                          "all_step_seconds": m.step_seconds, "config": cfgs[name].to_dict(), **base})  # fmt: skip
-    for name, cfg in cfgs.items():
+    for name, cfg in cfgs.items() if "breakdown" in kinds else ():
         parts = breakdown_in_fresh_process(cfg.to_dict(), args.warmup_steps)
         print(f"breakdown {name}: {parts}", file=sys.stderr)
         rows.append({"kind": "breakdown", "run": name, **parts, "config": cfg.to_dict(), **base})
     return rows
+
+
+def seconds(row: dict) -> float:
+    return statistics.median(row["all_step_seconds"])
 
 
 def tables(rows: list[dict]) -> str:
@@ -88,8 +92,7 @@ def tables(rows: list[dict]) -> str:
         e2e = next(x for x in rows if x["kind"] == "rss" and x["round"] == r and x["run"] == "e2e")
         for x in (x for x in rows if x["kind"] == "rss" and x["round"] == r):
             body.append([r, x["run"], format_bytes(x["built_bytes"]), format_bytes(x["peak_bytes"]),
-                         f"{100 * x['peak_bytes'] / e2e['peak_bytes']:.1f}%", f"{x['step_seconds']:.2f}",
-                         f"{x['step_seconds'] / e2e['step_seconds']:.2f}x"])  # fmt: skip
+                         f"{100 * x['peak_bytes'] / e2e['peak_bytes']:.1f}%", f"{seconds(x):.2f}", f"{seconds(x) / seconds(e2e):.2f}x"])  # fmt: skip
     headers = ["round", "run", "RSS built", "peak RSS", "peak / E2E's", "s / step", "step / E2E's"]
     parts = [markdown_table(headers, body), ""]
     breakdowns = [x for x in rows if x["kind"] == "breakdown"]
@@ -99,9 +102,9 @@ def tables(rows: list[dict]) -> str:
 
 
 def main() -> int:
-    from locallearn.profile.results import result_stem, write_results
-
     import torch
+
+    from locallearn.profile.results import result_stem, write_results
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--breakdown-worker", action="store_true", help=argparse.SUPPRESS)
@@ -112,6 +115,9 @@ def main() -> int:
     p.add_argument("--warmup-steps", type=int, default=1)
     p.add_argument("--label", default=None, help="a suffix of the result files' name, e.g. before")
     p.add_argument("--tables-only", action="store_true", help="rewrite the Markdown from the JSON, measure nothing")
+    p.add_argument(
+        "--only", choices=KINDS, default=None, help="measure only this kind of row, keep the result file's others"
+    )
     args = p.parse_args()
     if args.breakdown_worker:
         breakdown_worker()
@@ -120,7 +126,12 @@ def main() -> int:
     name = "step_cost_resnet32_k16" + (f"_{args.label}" if args.label else "")
     stem = result_stem(name, torch.device("cpu"))
     path = RESULTS / f"{stem}.json"
-    rows = json.loads(path.read_text()) if args.tables_only else measure(args)
+    kept = json.loads(path.read_text()) if path.exists() else []
+    if args.tables_only:
+        rows = kept
+    else:
+        kinds = (args.only,) if args.only else KINDS
+        rows = [*(row for row in kept if row["kind"] not in kinds), *measure(args, kinds)]
     table = tables(rows)
     print(table)
     print("wrote", ", ".join(str(p) for p in write_results(rows, RESULTS, stem, table)), file=sys.stderr)

@@ -95,6 +95,35 @@ def measure_rss(cfg: Any, image_size: int | None = None, *, warmup: int = 1, ste
     return RssMeasurement(**json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+def add_rss(rows: list[dict[str, Any]], cfgs: list[Any], image_size: int | None, warmup: int) -> list[dict[str, Any]]:
+    """`locallearn profile` rows with the RSS growth of each run and of its E2E reference, each measured in a
+    fresh process over `warmup` + 1 steps, and `rss_agreement`: the profile's growth over the measured one."""
+    from .compare import e2e_config
+
+    measured: dict[str, RssMeasurement] = {}
+
+    def growth(cfg: Any) -> RssMeasurement:
+        key = json.dumps(cfg.to_dict(), sort_keys=True)
+        if key not in measured:
+            measured[key] = measure_rss(cfg, image_size, warmup=warmup, steps=1)
+        return measured[key]
+
+    out = []
+    for row, cfg in zip(rows, cfgs, strict=True):
+        rss, e2e = growth(cfg), growth(e2e_config(cfg))
+        out.append(
+            {
+                **row,
+                "rss_built_bytes": rss.built_bytes,
+                "rss_peak_bytes": rss.peak_bytes,
+                "rss_growth_bytes": rss.growth_bytes,
+                "e2e_rss_peak_bytes": e2e.peak_bytes,
+                "rss_agreement": row["growth_bytes"] / rss.growth_bytes,
+            }
+        )
+    return out
+
+
 def _src_root() -> str:
     """The folder holding this `locallearn` package, so the child imports the same code as the parent."""
     return str(Path(__file__).resolve().parents[2])
