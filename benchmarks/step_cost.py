@@ -70,10 +70,10 @@ def measure(args: argparse.Namespace, kinds: tuple[str, ...]) -> list[dict]:
         for name in order:
             m = measure_rss(cfgs[name], warmup=args.warmup_steps, steps=args.steps)
             print(f"round {r + 1} {name}: peak {format_bytes(m.peak_bytes)}, steps {m.step_seconds}", file=sys.stderr)
-            rows.append({"kind": "rss", "round": r + 1, "run": name, "built_bytes": m.built_bytes,
-                         "peak_bytes": m.peak_bytes, "growth_bytes": m.growth_bytes,
-                         "step_seconds": statistics.median(m.step_seconds),
-                         "all_step_seconds": m.step_seconds, "config": cfgs[name].to_dict(), **base})  # fmt: skip
+            measured = {"built_bytes": m.built_bytes, "peak_bytes": m.peak_bytes, "growth_bytes": m.growth_bytes}
+            timed = {"step_seconds": statistics.median(m.step_seconds), "all_step_seconds": m.step_seconds}
+            rows.append({"kind": "rss", "round": r + 1, "run": name, **measured, **timed, **base})
+            rows[-1]["config"] = cfgs[name].to_dict()
     for name, cfg in cfgs.items() if "breakdown" in kinds else ():
         parts = breakdown_in_fresh_process(cfg.to_dict(), args.warmup_steps)
         print(f"breakdown {name}: {parts}", file=sys.stderr)
@@ -91,8 +91,9 @@ def tables(rows: list[dict]) -> str:
     for r in sorted({row["round"] for row in rows if row["kind"] == "rss"}):
         e2e = next(x for x in rows if x["kind"] == "rss" and x["round"] == r and x["run"] == "e2e")
         for x in (x for x in rows if x["kind"] == "rss" and x["round"] == r):
-            body.append([r, x["run"], format_bytes(x["built_bytes"]), format_bytes(x["peak_bytes"]),
-                         f"{100 * x['peak_bytes'] / e2e['peak_bytes']:.1f}%", f"{seconds(x):.2f}", f"{seconds(x) / seconds(e2e):.2f}x"])  # fmt: skip
+            memory = [format_bytes(x["built_bytes"]), format_bytes(x["peak_bytes"])]
+            memory.append(f"{100 * x['peak_bytes'] / e2e['peak_bytes']:.1f}%")
+            body.append([r, x["run"], *memory, f"{seconds(x):.2f}", f"{seconds(x) / seconds(e2e):.2f}x"])
     headers = ["round", "run", "RSS built", "peak RSS", "peak / E2E's", "s / step", "step / E2E's"]
     parts = [markdown_table(headers, body), ""]
     breakdowns = [x for x in rows if x["kind"] == "breakdown"]
