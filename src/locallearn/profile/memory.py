@@ -17,6 +17,7 @@ import contextlib
 import copy
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -59,13 +60,21 @@ class StageTrace:
 
 
 class TracingEngine(LocalEngine):
-    """A LocalEngine that records a StageTrace for every stage of each step; `traces` holds the last step's."""
+    """A LocalEngine that records a StageTrace for every stage of each step; `traces` holds the last step's.
+
+    `allocations=False` leaves the CPU allocation meter out (`allocated_bytes` stays None): it runs the
+    process-wide profiler, which one thread at a time may hold, and bytes saved for backward do not need it.
+    """
 
     traces: list[StageTrace]
 
+    def __init__(self, *args: Any, allocations: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.allocations = allocations
+
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.traces, self._meters = [], []
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" or not self.allocations:
             super().train_step(x, y)
             return
         # Gradients of the last step are freed first, outside the allocation meter: it cannot see a free of
@@ -88,7 +97,8 @@ class TracingEngine(LocalEngine):
         handle = stage.register_forward_hook(lambda *_: marks.append(meter.bytes))
         if cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
-        window = self._allocations.window(f"stage {k}") if not cuda else contextlib.nullcontext()
+        metered = not cuda and self.allocations
+        window = self._allocations.window(f"stage {k}") if metered else contextlib.nullcontext()
         try:
             with window, meter, FlopCounter(learner) as everything, FlopCounter(stage) as backbone:
                 yield
@@ -116,6 +126,6 @@ def held_for_backward(learner: LocalLearner, x: torch.Tensor, y: torch.Tensor) -
     probe.train()
     # lr = 0 and no momentum: the copy's step changes nothing, and it is thrown away anyway.
     optimizers = [torch.optim.SGD(probe.stage_parameters(k), lr=0.0) for k in range(probe.num_stages)]
-    engine = TracingEngine(probe, optimizers)
+    engine = TracingEngine(probe, optimizers, allocations=False)
     engine.train_step(x, y)
     return [trace.held_bytes for trace in engine.traces]
