@@ -1,8 +1,9 @@
 """Resident memory of training steps, measured in a fresh process per configuration (Linux).
 
 A process's resident set is what the operating system and a user see; it also holds what allocator meters
-miss (the C allocator's free lists and fragmentation, library workspaces). It never shrinks back to what a
-new process would need, so each configuration runs alone in a new interpreter: `measure_rss` starts
+miss (the C allocator's free lists and fragmentation, library workspaces). Memory freed to the C allocator
+need not leave it, so a resident size depends on everything the process ran before, and each configuration
+runs alone in a new interpreter: `measure_rss` starts
 `python -m locallearn.profile.rss`, which builds the run's model and batch, notes its resident size, trains
 `warmup + steps` steps and reports its peak resident size (the kernel's high-water mark) and step times.
 """
@@ -17,9 +18,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..config import RunConfig
 
 STATUS = Path("/proc/self/status")
 
@@ -79,7 +83,7 @@ def measure_here(cfg_dict: dict[str, Any], image_size: int | None, warmup: int, 
     return RssMeasurement(built, peak_resident_bytes(), times)
 
 
-def measure_rss(cfg: Any, image_size: int | None = None, *, warmup: int = 1, steps: int = 1) -> RssMeasurement:
+def measure_rss(cfg: RunConfig, image_size: int | None = None, *, warmup: int = 1, steps: int = 1) -> RssMeasurement:
     """Measure the run `cfg` (a RunConfig on a CPU device) in a new Python process; see the module doc."""
     if not STATUS.exists():
         raise ConfigError("the RSS meter reads /proc/self/status and needs Linux; use the default meter here")
@@ -95,14 +99,16 @@ def measure_rss(cfg: Any, image_size: int | None = None, *, warmup: int = 1, ste
     return RssMeasurement(**json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def add_rss(rows: list[dict[str, Any]], cfgs: list[Any], image_size: int | None, warmup: int) -> list[dict[str, Any]]:
+def add_rss(
+    rows: list[dict[str, Any]], cfgs: list[RunConfig], image_size: int | None, warmup: int
+) -> list[dict[str, Any]]:
     """`locallearn profile` rows with the RSS growth of each run and of its E2E reference, each measured in a
     fresh process over `warmup` + 1 steps, and `rss_agreement`: the profile's growth over the measured one."""
     from .compare import e2e_config
 
     measured: dict[str, RssMeasurement] = {}
 
-    def growth(cfg: Any) -> RssMeasurement:
+    def growth(cfg: RunConfig) -> RssMeasurement:
         key = json.dumps(cfg.to_dict(), sort_keys=True)
         if key not in measured:
             measured[key] = measure_rss(cfg, image_size, warmup=warmup, steps=1)
