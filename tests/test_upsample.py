@@ -64,3 +64,25 @@ def test_decoder_holds_less_than_one_upsampled_feature():
         decoder(h)
     upsampled = b * c * 32 * 32 * 4
     assert meter.bytes - h.numel() * 4 < upsampled // 2
+
+
+@pytest.mark.parametrize(("channels", "size"), [(64, 8), (32, 16), (16, 32)])
+def test_decoder_is_the_released_decoder_in_float64(channels, size):
+    """The whole decoder (channels-last after its first conv) against upsample -> conv-BN-ReLU -> conv ->
+    sigmoid written out with the same parameters, outputs and every gradient."""
+    torch.manual_seed(0)
+    decoder = Decoder(channels, (32, 32)).double()
+    conv, bn, _ = decoder.body[0]
+    h = torch.randn(4, channels, size, size, dtype=torch.float64, requires_grad=True)
+
+    def released(h: torch.Tensor) -> torch.Tensor:
+        a = reference(h, conv, (32, 32))
+        a = F.relu(F.batch_norm(a, None, None, bn.weight, bn.bias, training=True, eps=bn.eps))
+        return torch.sigmoid(decoder.body[1](a))
+
+    ours, ref = decoder(h), released(h)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+    g = torch.rand_like(ref)
+    inputs = [h, *decoder.parameters()]
+    for a, b in zip(torch.autograd.grad(ours, inputs, g), torch.autograd.grad(ref, inputs, g), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
