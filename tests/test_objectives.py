@@ -55,7 +55,7 @@ SIZES = [((8, 8), (32, 32)), ((16, 12), (32, 40)), ((7, 7), (56, 56)), ((5, 5), 
 
 @pytest.mark.parametrize(("src", "dst"), SIZES)
 def test_bilinear_upsampling_is_interpolate_with_aligned_corners(src, dst):
-    from locallearn.aux.heads import upsample_bilinear
+    from locallearn.aux.upsample import upsample_bilinear
 
     h = torch.randn(2, 3, *src, dtype=torch.float64, requires_grad=True)
     ours = upsample_bilinear(h, dst)

@@ -14,7 +14,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models.imagenet_resnet import init_imagenet_resnet
-from .heads import conv_bn_relu, upsample_bilinear
+from .heads import conv_bn_relu
+from .upsample import upsample_bilinear
 
 # (out_channels, kernel) of the decoder's conv-BN-ReLU layers per input width. Each layer is followed by a 2x
 # bilinear upsample, the last one landing on the image size; a conv3x3 -> 3 + sigmoid ends the decoder.

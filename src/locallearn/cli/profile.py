@@ -55,6 +55,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-classes", type=int, default=None, help="label count (default: the dataset's, else 10)")
     p.add_argument("--warmup-steps", type=int, default=1, help="steps run before the measured one")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per run")
+    p.add_argument(
+        "--meter",
+        choices=("allocator", "rss"),
+        default="allocator",
+        help="rss: also run every config (and its E2E) in a fresh process and set the resident-memory growth of "
+        "its steps beside the profile's figure (CPU, Linux)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,11 +72,14 @@ def run(args: argparse.Namespace) -> int:
     from ..profile.probe import input_spec
     from ..profile.provenance import provenance
     from ..profile.results import result_stem, write_results
+    from ..profile.rss import add_rss
     from ..profile.tables import profile_report
 
     if args.warmup_steps < 0:
         raise ConfigError(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
     cfgs = expand_configs(args)
+    if args.meter == "rss" and any(resolve_device(cfg.device).type != "cpu" for cfg in cfgs):
+        raise ConfigError("--meter rss measures host memory; add --device cpu (on CUDA the profile is the allocator's)")
     if cfgs[0].threads:
         torch.set_num_threads(cfgs[0].threads)
     runs = [(cfg, input_spec(cfg.dataset, args.image_size, args.num_classes)) for cfg in cfgs]
@@ -77,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         {**row, "config": cfg.to_dict(), **provenance(resolve_device(cfg.device))}
         for row, cfg in zip(compare_runs(runs, args.warmup_steps), cfgs, strict=True)
     ]
+    if args.meter == "rss":
+        rows = add_rss(rows, cfgs, args.image_size, args.warmup_steps)
     report = profile_report(rows)
     print(json.dumps(rows, indent=2) if args.json else report)
     if args.out:

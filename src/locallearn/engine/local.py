@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..methods import Batch, Carry, LocalLearner, StageResult
+from .host_memory import return_freed_memory
 
 
 @dataclass
@@ -62,6 +63,8 @@ class LocalEngine:
         self.amp = amp
         self.scaler = scaler
         self.device = next(learner.parameters()).device
+        if self.device.type == "cpu":
+            return_freed_memory()
         self.stats = self._new_stats()
 
     def _new_stats(self) -> StepStats:

@@ -6,6 +6,9 @@ so while stage k runs the memory in use is its own saved storages, plus whatever
 still hold (a cascade that keeps a graph across a boundary), plus the batch and the carry entering it.
 Liveness is observed, not assumed from the method's `window`: a storage counts as alive at stage k when a
 graph node still holds it as stage k starts.
+
+What is saved is not all a stage needs: on CPU the step also runs under an `AllocationMeter`, which records
+the peak of every tensor byte it allocates while each stage runs (gradients, transients, saved storages).
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import contextlib
 import copy
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from ..engine.local import LocalEngine
 from ..methods import Batch, Carry, LocalLearner
+from .allocations import AllocationMeter
 from .costs import FlopCounter, SavedTensorMeter, storage_key
 
 
@@ -37,6 +42,7 @@ class StageTrace:
     flops: int  # forward FLOPs: the stage's backbone, aux nets and mechanisms
     backbone_flops: int  # forward FLOPs of the stage's backbone units alone
     cuda_peak_bytes: int | None  # max_memory_allocated over the stage (CUDA only, reset as it starts)
+    allocated_bytes: int | None = None  # CPU: peak tensor bytes the step had allocated while the stage ran
 
     @property
     def held_bytes(self) -> int:
@@ -54,13 +60,30 @@ class StageTrace:
 
 
 class TracingEngine(LocalEngine):
-    """A LocalEngine that records a StageTrace for every stage of each step; `traces` holds the last step's."""
+    """A LocalEngine that records a StageTrace for every stage of each step; `traces` holds the last step's.
+
+    `allocations=False` leaves the CPU allocation meter out (`allocated_bytes` stays None): it runs the
+    process-wide profiler, which one thread at a time may hold, and bytes saved for backward do not need it.
+    """
 
     traces: list[StageTrace]
 
+    def __init__(self, *args: Any, allocations: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.allocations = allocations
+
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.traces, self._meters = [], []
-        super().train_step(x, y)
+        if self.device.type == "cuda" or not self.allocations:
+            super().train_step(x, y)
+            return
+        # Gradients of the last step are freed first, outside the allocation meter: it cannot see a free of
+        # memory allocated before it started, and the step allocates them again.
+        self.zero_grad()
+        with AllocationMeter() as self._allocations:
+            super().train_step(x, y)
+        for k, trace in enumerate(self.traces):
+            trace.allocated_bytes = self._allocations.peaks[f"stage {k}"]
 
     @contextlib.contextmanager
     def stage_scope(self, k: int, carry: Carry, batch: Batch) -> Iterator[None]:
@@ -74,8 +97,10 @@ class TracingEngine(LocalEngine):
         handle = stage.register_forward_hook(lambda *_: marks.append(meter.bytes))
         if cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
+        metered = not cuda and self.allocations
+        window = self._allocations.window(f"stage {k}") if metered else contextlib.nullcontext()
         try:
-            with meter, FlopCounter(learner) as everything, FlopCounter(stage) as backbone:
+            with window, meter, FlopCounter(learner) as everything, FlopCounter(stage) as backbone:
                 yield
         finally:
             handle.remove()
@@ -101,6 +126,6 @@ def held_for_backward(learner: LocalLearner, x: torch.Tensor, y: torch.Tensor) -
     probe.train()
     # lr = 0 and no momentum: the copy's step changes nothing, and it is thrown away anyway.
     optimizers = [torch.optim.SGD(probe.stage_parameters(k), lr=0.0) for k in range(probe.num_stages)]
-    engine = TracingEngine(probe, optimizers)
+    engine = TracingEngine(probe, optimizers, allocations=False)
     engine.train_step(x, y)
     return [trace.held_bytes for trace in engine.traces]

@@ -2,9 +2,12 @@
 
 Memory convention (docs/design.md). Static memory is the weights (parameters and buffers, EMA twins included),
 the gradients and the optimizer state (momentum buffers), all alive through the step.
-- CPU: peak = static + the largest activation memory in use at any stage's backward (`StageTrace.live_bytes`:
-  the stage's saved storages, graphs still alive from earlier stages, the batch and the carry).
-  E2E is the same measurement with K = 1, so its peak is static + the whole network's saved storages.
+- CPU: peak = what exists before the step (weights, optimizer state, the batch) + the largest number of tensor
+  bytes the step has allocated at once while a stage runs (`StageTrace.allocated_bytes`: gradients, saved
+  activations and the transients between them, as the allocator reports them), measured like CUDA's.
+  The bytes held for backward (`live_bytes`: the stage's saved storages, graphs still alive from earlier
+  stages, the batch and the carry) are the part of it that a method's split decides.
+  E2E is the same measurement with K = 1.
 - CUDA: peak = `torch.cuda.max_memory_allocated()` over the step, reset as each stage starts (the per-stage
   peaks); the step's peak is the largest of them.
 FLOPs: forward FLOPs counted by hooks on Conv2d/Linear (backbone and aux nets); a training step costs about
@@ -35,7 +38,7 @@ class StageProfile:
     aux_bytes: int  # saved for backward by aux nets, mechanisms and the loss
     held_bytes: int  # activation + aux
     live_bytes: int  # held, plus the batch, the carry and earlier graphs alive beside it
-    peak_bytes: int  # static + live (CPU) or the measured CUDA peak while the stage runs
+    peak_bytes: int  # the measured peak while the stage runs (CPU: allocator, see the module doc; CUDA)
     train_flops: int  # per image
     aux_train_flops: int  # per image, the part outside the stage's backbone units
 
@@ -48,10 +51,11 @@ class StepProfile:
     batch_size: int
     image_shape: tuple[int, ...]
     device: str
-    convention: str  # "cpu-held-for-backward" or "cuda-max-allocated"
+    convention: str  # "cpu-max-allocated" or "cuda-max-allocated"
     weights_bytes: int  # parameters and buffers
     grads_bytes: int
     optimizer_bytes: int
+    batch_bytes: int  # the input batch (images and labels), made before the step
     stages: list[StageProfile]
     peak_stage: int  # the stage during which the step peaks
     peak_bytes: int
@@ -67,8 +71,15 @@ class StepProfile:
         """Activation memory of the step: the largest in use at once (E2E: the whole network's)."""
         return max(s.live_bytes for s in self.stages)
 
+    @property
+    def growth_bytes(self) -> int:
+        """What training adds at its peak to a process holding the model and the batch: optimizer state,
+        gradients, activations and transients. The RSS meter measures the same (`profile.rss`)."""
+        return self.peak_bytes - self.weights_bytes - self.batch_bytes
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "static_bytes": self.static_bytes, "held_bytes": self.held_bytes}
+        extra = {"static_bytes": self.static_bytes, "held_bytes": self.held_bytes, "growth_bytes": self.growth_bytes}
+        return {**asdict(self), **extra}
 
 
 def _static_bytes(engine: TracingEngine) -> tuple[int, int, int]:
@@ -81,7 +92,8 @@ def _static_bytes(engine: TracingEngine) -> tuple[int, int, int]:
     return sum(weights.values()), sum(grads.values()), sum(state.values())
 
 
-def _stage_profile(engine: TracingEngine, k: int, trace: StageTrace, static: int, batch: int) -> StageProfile:
+def _stage_profile(engine: TracingEngine, k: int, trace: StageTrace, before: int, batch: int) -> StageProfile:
+    """Stage k's profile; `before` is what existed as the step started (CPU: weights, optimizer state, batch)."""
     record = engine.learner.net.records[k]
     cuda = trace.cuda_peak_bytes is not None
     return StageProfile(
@@ -92,7 +104,7 @@ def _stage_profile(engine: TracingEngine, k: int, trace: StageTrace, static: int
         aux_bytes=trace.aux_bytes,
         held_bytes=trace.held_bytes,
         live_bytes=trace.live_bytes,
-        peak_bytes=trace.cuda_peak_bytes if cuda else static + trace.live_bytes,
+        peak_bytes=trace.cuda_peak_bytes if cuda else before + trace.allocated_bytes,
         train_flops=BACKWARD_FACTOR * trace.flops // batch,
         aux_train_flops=BACKWARD_FACTOR * (trace.flops - trace.backbone_flops) // batch,
     )
@@ -108,8 +120,9 @@ def profile_step(
     if engine.device.type == "cuda":
         torch.cuda.synchronize(engine.device)
     weights, grads, state = _static_bytes(engine)
-    static = weights + grads + state
-    stages = [_stage_profile(engine, k, t, static, x.shape[0]) for k, t in enumerate(engine.traces)]
+    batch = sum(storage_sizes([x, y]).values())
+    before = weights + state + batch  # the step allocates the gradients itself
+    stages = [_stage_profile(engine, k, t, before, x.shape[0]) for k, t in enumerate(engine.traces)]
     learner = engine.learner
     peak_stage = max(range(len(stages)), key=lambda k: stages[k].peak_bytes)
     return StepProfile(
@@ -119,10 +132,11 @@ def profile_step(
         batch_size=x.shape[0],
         image_shape=tuple(x.shape[1:]),
         device=str(engine.device),
-        convention="cuda-max-allocated" if engine.device.type == "cuda" else "cpu-held-for-backward",
+        convention="cuda-max-allocated" if engine.device.type == "cuda" else "cpu-max-allocated",
         weights_bytes=weights,
         grads_bytes=grads,
         optimizer_bytes=state,
+        batch_bytes=batch,
         stages=stages,
         peak_stage=peak_stage,
         peak_bytes=stages[peak_stage].peak_bytes,

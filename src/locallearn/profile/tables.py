@@ -75,8 +75,27 @@ def stage_table(row: dict[str, Any]) -> str:
     return markdown_table(headers, body)
 
 
+def rss_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The profile's step memory beside the resident memory a fresh process grew by over the same steps."""
+    headers = ["method", "K", "profile: step growth", "RSS growth", "profile / RSS", "peak RSS", "E2E peak RSS"]
+    body = [
+        [
+            method_label(r),
+            r["K"],
+            format_bytes(r["growth_bytes"]),
+            format_bytes(r["rss_growth_bytes"]),
+            f"{100 * r['rss_agreement']:.1f}%",
+            format_bytes(r["rss_peak_bytes"]),
+            format_bytes(r["e2e_rss_peak_bytes"]),
+        ]
+        for r in rows
+    ]
+    return markdown_table(headers, body)
+
+
 def profile_report(rows: Sequence[dict[str, Any]]) -> str:
-    """Per backbone/input/batch/device: a header line, the summary, then each run's stages."""
+    """Per backbone/input/batch/device: a header line, the summary (and, with RSS measured, profile vs RSS),
+    then each run's stages."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         key = (r["arch"], r["dataset"], tuple(r["image_shape"]), r["batch_size"], r["device"], r["convention"])
@@ -90,6 +109,8 @@ def profile_report(rows: Sequence[dict[str, Any]]) -> str:
             "",
             summary_table(group),
         ]
+        if "rss_growth_bytes" in group[0]:
+            parts += ["", rss_table(group)]
         for r in group:
             parts += ["", f"{method_label(r)}, K={r['K']}, cuts {r['cuts']}:", "", stage_table(r)]
         parts.append("")
