@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from locallearn.cli import main
+from locallearn.engine.checkpoint import load_checkpoint
 from locallearn.engine.local import LocalEngine
 
 QUICK = [
@@ -55,10 +56,10 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     args = [*QUICK, "--method", "greedy", "--K", "3"]
     assert main(["train", *args, "--epochs", "3", "--out", str(full)]) == 0
     assert main(["train", *args, "--epochs", "3", "--stop-after-epoch", "2", "--out", str(part)]) == 0
-    assert torch.load(part / "last.pt", weights_only=False)["epoch"] == 1
+    assert load_checkpoint(part / "last.pt")["epoch"] == 1
     assert main(["train", "--out", str(part), "--resume", "--no-progress"]) == 0
-    a = torch.load(full / "last.pt", weights_only=False)
-    b = torch.load(part / "last.pt", weights_only=False)
+    a = load_checkpoint(full / "last.pt")
+    b = load_checkpoint(part / "last.pt")
     assert a["epoch"] == b["epoch"] == 2
     for key, value in a["learner"].items():
         assert torch.equal(value, b["learner"][key]), key
@@ -87,15 +88,15 @@ def test_a_run_stopped_within_an_epoch_resumes_from_its_last_checkpointed_step(t
     monkeypatch.setattr(LocalEngine, "train_step", crashing_step)
     with pytest.raises(RuntimeError, match="power cut"):
         main(["train", *args, "--out", str(part)])
-    saved = torch.load(part / "last.pt", weights_only=False)
-    assert saved["epoch"] == 0 and saved["partial"]["step"] == 3 and saved["partial"]["stats"].steps == 3
+    saved = load_checkpoint(part / "last.pt")
+    assert saved["epoch"] == 0 and saved["partial"]["step"] == 3 and saved["partial"]["stats"]["steps"] == 3
     seen_before = list(calls)
     capsys.readouterr()
     assert main(["eval", str(part), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["step"] == 3  # the weights are 3 steps into epoch 2
     assert main(["train", "--out", str(part), "--resume"]) == 0
     assert calls[8:] == seen_before[7:8]  # only the batch of the step that crashed is trained again
-    a, b = (torch.load(run / "last.pt", weights_only=False) for run in (full, part))
+    a, b = (load_checkpoint(run / "last.pt") for run in (full, part))
     assert "partial" not in b and a["epoch"] == b["epoch"] == 1
     for key, value in a["learner"].items():
         assert torch.equal(value, b["learner"][key]), key

@@ -53,7 +53,7 @@ def test_unknown_recipe_key_is_named(tmp_path):
     with pytest.raises(ConfigError, match="unknown key 'learning_rate'"):
         build_config(bad)
     bad.write_text("method_options:\n  lambda: 3\n")
-    with pytest.raises(ConfigError, match="unknown key 'lambda'"):
+    with pytest.raises(ConfigError, match="unknown key 'method_options.lambda'"):
         build_config(bad)
 
 
