@@ -99,7 +99,7 @@ def schedule_line(cfg: RunConfig, shown: int = 4) -> str:
 
     n = min(shown, cfg.epochs)
     lrs = ", ".join(f"{epoch_lr(cfg, e):.4g}" for e in range(n)) + (", ..." if cfg.epochs > n else "")
-    return f"lr ({cfg.schedule} schedule, {cfg.epochs} epochs): {lrs}"
+    return f"lr per epoch ({cfg.schedule} schedule, {cfg.epochs} epoch{'s' * (cfg.epochs > 1)}): {lrs}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,9 +118,9 @@ def run(args: argparse.Namespace) -> int:
             record = load_checkpoint(out / CHECKPOINT, assemble=False)
     cfg = config_from_args(args, record["config"] if record else None)
     out = out or default_out(cfg)
-    first_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, one rank speaks for all
-    if first_rank:
-        announce_user_code(cfg.arch)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one rank speaks for all
+        if record is not None:  # the arch comes from the checkpoint, perhaps someone else's
+            announce_user_code(cfg.arch)
         if not args.json:
             print(schedule_line(cfg), flush=True)
     if cfg.engine == "pipeline":

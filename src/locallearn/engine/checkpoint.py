@@ -47,16 +47,24 @@ def _atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_file(Path(tmp), path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
+        if isinstance(e, OSError):  # raised by the writer: disk full, quota, ...
             raise write_failure(path, e) from e
         raise
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     _atomic(path, lambda f: torch.save(state, f))
+
+
+def replace_file(source: Path, target: Path) -> None:
+    """Atomically put the complete file `source` in place of `target`."""
+    try:
+        os.replace(source, target)
+    except OSError as e:
+        raise write_failure(target, e) from e
 
 
 def stage_folder(epoch: int, step: int = 0) -> str:

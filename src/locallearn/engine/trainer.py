@@ -27,7 +27,15 @@ from ..profile.costs import inference_flops
 from ..profile.memory import held_for_backward
 from ..profile.provenance import code_version
 from ..split import split_model
-from .checkpoint import CHECKPOINT, first_non_finite, load_checkpoint, save_checkpoint, write_json, write_text
+from .checkpoint import (
+    CHECKPOINT,
+    first_non_finite,
+    load_checkpoint,
+    replace_file,
+    save_checkpoint,
+    write_json,
+    write_text,
+)
 from .local import LocalEngine, StepStats, evaluate
 from .schedule import lr_at
 
@@ -226,6 +234,7 @@ class Trainer:
         self.start_epoch = 0
         self.elapsed = 0.0
         self.resume_point = EpochStart()  # where epoch `start_epoch` begins
+        self.pending = False  # a checkpoint taken within the epoch waits at `pending_path` to be verified
 
     def make_engine(self, amp: str, scaler: torch.amp.GradScaler | None) -> LocalEngine:
         return LocalEngine(self.run.learner, self.run.optimizers, amp=amp, scaler=scaler)
@@ -238,6 +247,12 @@ class Trainer:
     @property
     def checkpoint_path(self) -> Path:
         return self.out / CHECKPOINT
+
+    @property
+    def pending_path(self) -> Path:
+        """Where a checkpoint taken within an epoch waits until the next step's loss, the first computed with its
+        weights, is finite; only then does it replace `last.pt` (a run resumed after a crash discards it)."""
+        return self.out / f".{CHECKPOINT}.pending.tmp"
 
     def state(self, epoch: int, at: EpochStart | None = None) -> dict[str, Any]:
         """What a checkpoint holds after `epoch`, or (`at`) after `at.step` steps of it."""
@@ -313,10 +328,11 @@ class Trainer:
         steps = len(run.train_loader)
         for step, (x, y) in enumerate(bar, start=at.step + 1):
             self.engine.train_step(x, y)
-            if step % cfg.log_every == 0 or step == steps:
-                # One host sync per `log_every` steps: the running mean loss of each stage.
+            if self.pending or step % cfg.log_every == 0 or step == steps:
+                # One host sync per `log_every` steps (and after a checkpoint): the running mean loss of each stage.
                 running = self.engine.stats.loss / self.engine.stats.steps
                 _check_finite(running, epoch, step, self.checkpoint_path)
+                self.commit_pending()
                 bar.set_postfix_str(" ".join(f"{v:.3f}" for v in running.tolist()), refresh=False)
             self.checkpoint_within(epoch, step, steps, start)
         total = self.engine.reset_stats()
@@ -354,7 +370,17 @@ class Trainer:
         at = EpochStart(step, seconds, self.engine.stats) if step else None
         state = self.state(epoch, at)
         refuse_non_finite(state, epoch, step, self.checkpoint_path)
-        save_checkpoint(self.checkpoint_path, state)
+        if step:  # its weights are yet to produce a loss; an epoch's end was verified by its evaluation
+            save_checkpoint(self.pending_path, state)
+            self.pending = True
+        else:
+            save_checkpoint(self.checkpoint_path, state)
+
+    def commit_pending(self) -> None:
+        """Make the verified checkpoint taken within the epoch the run's `last.pt`."""
+        if self.pending:
+            replace_file(self.pending_path, self.checkpoint_path)
+            self.pending = False
 
     def fit(self, stop_after: int | None = None) -> dict[str, Any] | None:
         """Train to `cfg.epochs` (or only up to epoch `stop_after`, to be continued with --resume).
@@ -378,6 +404,8 @@ class Trainer:
             t0 = time.perf_counter() - at.seconds
             record = self.train_epoch(epoch, at)
             self.elapsed += time.perf_counter() - t0
+            if not math.isfinite(record["test_loss"]):  # the evaluation ran the weights this checkpoint holds
+                raise diverged("non-finite test loss", epoch, 0, self.checkpoint_path)
             self.history.append(record)
             self.save(epoch)
             if main:
