@@ -85,6 +85,9 @@ def fails(argv: list[str], capsys) -> str:
         (["--arch", "json:dumps"], "--arch json:dumps cannot be called as dumps(num_classes=...)"),
         (["--arch", "no_such_module_xyz:build"], "cannot import 'no_such_module_xyz'"),
         (["--method", "nope"], "unknown method 'nope'; choose one of: e2e, "),
+        (["--device", "gpu0"], "unknown device 'gpu0'; use auto, cpu, cuda or cuda:N"),
+        (["--set", "method_options.aux_net=3c3f"], "method_options.aux_net must be one of 0c1f,"),
+        (["--set", "split=[[1, 2]"], "bad --set 'split=[[1, 2]': the value is not valid YAML"),
     ],
 )
 def test_a_bad_value_is_one_line_before_anything_is_written(args, message, tmp_path, capsys):
@@ -99,6 +102,9 @@ def test_a_bad_value_in_a_recipe_is_named(tmp_path, capsys):
     recipe.write_text("arch: resnet8\nmethod: greedy\nK: 2\nepochs: two\n")
     line = fails(["train", "--config", str(recipe), "--out", str(tmp_path / "r")], capsys)
     assert f"'epochs' in recipe {recipe} must be a whole number (int); got \"two\"" in line
+    recipe.write_text("arch: resnet8\nmethod_options: {ixx_1: 1\n")
+    line = fails(["train", "--config", str(recipe), "--out", str(tmp_path / "r")], capsys)
+    assert f"recipe '{recipe}' is not valid YAML (line 3: " in line
 
 
 # --------------------------------------------------------------------------------------- the run folder

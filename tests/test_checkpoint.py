@@ -9,6 +9,7 @@ import torch
 from helpers import make_learner
 from locallearn.engine.checkpoint import (
     commit_record,
+    first_non_finite,
     load_checkpoint,
     remove_stale_stages,
     save_checkpoint,
@@ -16,6 +17,7 @@ from locallearn.engine.checkpoint import (
     stage_file,
     stage_folder,
 )
+from locallearn.engine.local import StepStats
 from locallearn.engine.pipeline import stage_state_dict
 from locallearn.errors import ConfigError
 
@@ -95,3 +97,22 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path):
         save_checkpoint(path, {"epoch": 1, "bad": Unpicklable()})
     assert load_checkpoint(path)["epoch"] == 0
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+def test_a_within_epoch_checkpoint_of_an_earlier_version_still_loads(tmp_path):
+    """Those held the epoch's StepStats object: the one class allowed besides tensors and plain data."""
+    stats = StepStats(torch.ones(2), torch.zeros(2, dtype=torch.long), [True, False], seen=8, steps=1)
+    torch.save({"epoch": 0, "partial": {"step": 1, "stats": stats}}, tmp_path / "last.pt")
+    got = load_checkpoint(tmp_path / "last.pt")["partial"]["stats"]
+    assert isinstance(got, StepStats) and got.seen == 8 and torch.equal(got.loss, stats.loss)
+    assert StepStats.from_dict(stats.as_dict()).has_logits == [True, False]
+
+
+def test_the_first_non_finite_tensor_is_named_by_its_path():
+    state = {"learner": {"a": torch.zeros(2), "b": torch.tensor([1.0, float("inf")])}, "rng": torch.tensor([255])}
+    assert first_non_finite(state) == "learner/b"
+    state["learner"]["b"][1] = 0
+    assert first_non_finite(state) is None
+    assert first_non_finite({"optimizers": [{"state": {3: {"momentum_buffer": torch.tensor(float("nan"))}}}]}) == (
+        "optimizers/0/state/3/momentum_buffer"
+    )

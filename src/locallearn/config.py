@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from .aux import DECODERS, HEAD_CONFIGS
 from .engine.schedule import RENAMED, SCHEDULES
 from .errors import ConfigError
 from .methods.options import MethodOptions
@@ -213,8 +214,12 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"recipe '{path}' not found; `locallearn list` shows the bundled recipes in configs/")
     try:
         data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"recipe '{path}' is not valid YAML: {e}") from e
+    except OSError as e:
+        raise ConfigError(f"recipe '{path}' cannot be read ({e.strerror or e}); check its permissions") from e
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+        detail = f" (line {mark.line + 1}: {problem})" if mark and problem else ""
+        raise ConfigError(f"recipe '{path}' is not valid YAML{detail}; fix it or start from `locallearn list`") from e
     if not isinstance(data, dict):
         raise ConfigError(f"recipe '{path}' must be a mapping of keys to values")
     return data
@@ -225,7 +230,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise ConfigError(f"bad --set '{text}'; write key=value, e.g. --set method_options.ixx_1=5")
-    return key.strip().split("."), yaml.safe_load(value)
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"bad --set '{text}': the value is not valid YAML; quote it or fix the brackets") from e
+    return key.strip().split("."), parsed
 
 
 def build_config(
@@ -301,10 +310,29 @@ def validate(cfg: RunConfig) -> None:
             "checkpoint_every needs pipeline.mode sync: asynchronous ranks never finish a step together",
         ),
         *_pipeline_checks(cfg.pipeline),
+        *_method_option_checks(cfg.method_options),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def _method_option_checks(o: MethodOptions) -> list[tuple[bool, str]]:
+    """The options every objective reads (a mechanism checks its own when it is built)."""
+    heads = (*HEAD_CONFIGS, "mlp-sr", "imagenet")
+    return [
+        (
+            o.aux_net is None or o.aux_net in heads,
+            f"method_options.aux_net must be one of {', '.join(heads)} (or null: the method's default), "
+            f"not '{o.aux_net}'",
+        ),
+        (o.decoder in DECODERS, f"method_options.decoder must be one of {', '.join(DECODERS)}, not '{o.decoder}'"),
+        (
+            o.aux_feature_dim >= 1 and o.aux_widen >= 1,
+            f"method_options.aux_feature_dim and aux_widen must be >= 1, got {o.aux_feature_dim}, {o.aux_widen}",
+        ),
+        (o.temperature > 0, f"method_options.temperature must be > 0, got {o.temperature}"),
+    ]
 
 
 def _pipeline_checks(p: PipelineOptions) -> list[tuple[bool, str]]:

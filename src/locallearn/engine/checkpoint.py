@@ -22,6 +22,11 @@ from typing import IO, Any
 import torch
 
 from ..errors import ConfigError, write_failure
+from .local import StepStats
+
+# Classes a checkpoint may hold besides tensors and plain data: none is written any more, but checkpoints taken
+# within an epoch by earlier versions held the epoch's StepStats (a plain dataclass: loading it runs no code).
+ALLOWED_CLASSES = [StepStats]
 
 CHECKPOINT = "last.pt"  # a run's checkpoint, in its run directory
 TEMPORARY_GLOB = ".*.tmp"  # what `_atomic` writes before the rename (left behind only by a killed process)
@@ -141,7 +146,8 @@ def write_json(path: Path, obj: Any) -> None:
 def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """One checkpoint file, loaded as tensors and plain data only; anything else is refused unread."""
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(ALLOWED_CLASSES):
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except OSError as e:
         raise ConfigError(f"cannot read checkpoint {path} ({e.strerror or e}); check the file's permissions") from e
     except Exception as e:  # a crafted, foreign or damaged file: say which and what to do

@@ -57,7 +57,10 @@ RESUME_MUST_MATCH = (
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from e
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device '{name}' asked for but CUDA is not available; use --device cpu")
     return device
@@ -288,7 +291,8 @@ class Trainer:
         self.elapsed = ckpt["elapsed"]
         self.start_epoch = ckpt["epoch"] + 1
         if "partial" in ckpt:
-            stats = StepStats.from_dict(ckpt["partial"]["stats"]).to(self.run.device)
+            stats = ckpt["partial"]["stats"]  # a dict; a StepStats in checkpoints of earlier versions
+            stats = (stats if isinstance(stats, StepStats) else StepStats.from_dict(stats)).to(self.run.device)
             self.resume_point = EpochStart(ckpt["partial"]["step"], ckpt["partial"]["seconds"], stats)
 
     def _write_metrics(self) -> None:
