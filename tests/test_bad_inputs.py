@@ -315,3 +315,30 @@ def test_kill_9_during_a_save_keeps_the_last_checkpoint_and_the_run_resumes(run)
     assert main([*argv]) == 0
     assert load_checkpoint(run / "last.pt")["epoch"] == 1 and not list(run.glob(".*.tmp"))
     assert len(json.loads((run / "summary.json").read_text())["stage_acc"]) == 2
+
+
+USER_NET = """
+import sys
+from locallearn.models import build_backbone
+
+print("user_net imported", file=sys.stderr)
+
+
+def build(num_classes=10):
+    return build_backbone("resnet8", num_classes)
+"""
+
+
+def test_eval_and_resume_say_which_module_a_run_makes_them_import_before_importing_it(tmp_path, capsys, monkeypatch):
+    (tmp_path / "user_net.py").write_text(USER_NET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "run"
+    train = ["train", *QUICK, "--arch", "user_net:build", "--method", "greedy", "--K", "2", "--epochs", "2"]
+    assert main([*train, "--stop-after-epoch", "1", "--out", str(out)]) == 0
+    note = "locallearn: importing module 'user_net' for the run's arch user_net:build (this runs its code"
+    for argv in (["eval", str(out)], ["train", "--out", str(out), "--resume", "--no-progress"]):
+        monkeypatch.delitem(sys.modules, "user_net")  # imported afresh, as in a new process
+        capsys.readouterr()
+        assert main(argv) == 0
+        err = capsys.readouterr().err
+        assert note in err and err.index(note) < err.index("user_net imported")
