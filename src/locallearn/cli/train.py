@@ -118,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
             record = load_checkpoint(out / CHECKPOINT, assemble=False)
     cfg = config_from_args(args, record["config"] if record else None)
     out = out or default_out(cfg)
+    if cfg.engine != "pipeline":  # (the pipeline's rank 0 checks it once every rank has started)
+        prepare_run_dir(out, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one rank speaks for all
         if record is not None:  # the arch comes from the checkpoint, perhaps someone else's
             announce_user_code(cfg.arch)
@@ -130,7 +132,6 @@ def run(args: argparse.Namespace) -> int:
             cfg, out, resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after_epoch
         )
     else:
-        prepare_run_dir(out, resume=args.resume)
         trainer = Trainer(cfg, out, progress=not args.no_progress)
         if record is not None:
             trainer.restore(assemble_stages(record, out))

@@ -29,6 +29,8 @@ from .local import StepStats
 ALLOWED_CLASSES = [StepStats]
 
 CHECKPOINT = "last.pt"  # a run's checkpoint, in its run directory
+# What every checkpoint of a run holds (see Trainer.state); a pipeline's commit record too.
+RUN_KEYS = {"epoch", "learner", "optimizers", "history", "elapsed", "config", "torch_rng"}
 TEMPORARY_GLOB = ".*.tmp"  # what `_atomic` writes before the rename (left behind only by a killed process)
 
 
@@ -176,6 +178,11 @@ def load_checkpoint(
     if not path.is_file():
         raise ConfigError(f"no checkpoint at {path}" + (f"; {missing}" if missing else ""))
     state = read_checkpoint(path, map_location)
+    lacking = sorted(RUN_KEYS - set(state))
+    if lacking:  # e.g. a bare state_dict saved under the name
+        raise ConfigError(
+            f"{path} is not a locallearn checkpoint (it has no {', '.join(lacking)}); delete it or choose another run"
+        )
     return assemble_stages(state, path.parent, map_location) if assemble else state
 
 
