@@ -90,11 +90,17 @@ def fails(argv: list[str], capsys) -> str:
         (["--set", "split=[[1, 2]"], "bad --set 'split=[[1, 2]': the value is not valid YAML"),
     ],
 )
-def test_a_bad_value_is_one_line_before_anything_is_written(args, message, tmp_path, capsys):
-    out = tmp_path / "new"
-    line = fails([*TRAIN, "--out", str(out), *args], capsys)
-    assert message in line
-    assert not out.exists() or not any(out.iterdir())  # refused before training: nothing written
+@pytest.mark.parametrize("where", ["new run", "resumed run"])
+def test_a_bad_value_is_one_line_and_changes_nothing(args, message, where, tmp_path, capsys, request):
+    if where == "new run":
+        out = tmp_path / "new"
+        assert message in fails([*TRAIN, "--out", str(out), *args], capsys)
+        assert not out.exists() or not any(out.iterdir())  # refused before training: nothing written
+    else:
+        out = request.getfixturevalue("run")
+        before = {path.name: digest(path) for path in out.iterdir()}
+        assert message in fails(["train", "--out", str(out), "--resume", "--no-progress", *args], capsys)
+        assert {path.name: digest(path) for path in out.iterdir()} == before
 
 
 def test_a_bad_value_in_a_recipe_is_named(tmp_path, capsys):

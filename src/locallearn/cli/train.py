@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     if cfg.engine != "pipeline":  # (the pipeline's rank 0 checks it once every rank has started)
         prepare_run_dir(out, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one rank speaks for all
-        if record is not None:  # the arch comes from the checkpoint, perhaps someone else's
+        if record is not None and record["config"].get("arch") == cfg.arch:  # perhaps someone else's run's
             announce_user_code(cfg.arch)
         if not args.json:
             print(schedule_line(cfg), flush=True)
