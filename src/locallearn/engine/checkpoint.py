@@ -31,7 +31,9 @@ ALLOWED_CLASSES = [StepStats]
 CHECKPOINT = "last.pt"  # a run's checkpoint, in its run directory
 # What every checkpoint of a run holds (see Trainer.state); a pipeline's commit record too.
 RUN_KEYS = {"epoch", "learner", "optimizers", "history", "elapsed", "config", "torch_rng"}
-TEMPORARY_GLOB = ".*.tmp"  # what `_atomic` writes before the rename (left behind only by a killed process)
+# `_atomic`'s files before their rename, and a checkpoint waiting to be verified (Trainer.pending_path): only a
+# run that stopped leaves one behind, and resuming it deletes them.
+TEMPORARY_GLOB = ".*.tmp"
 
 
 def _file_mode() -> int:
