@@ -374,7 +374,10 @@ class Trainer:
         at = EpochStart(step, seconds, self.engine.stats) if step else None
         state = self.state(epoch, at)
         refuse_non_finite(state, epoch, step, self.checkpoint_path)
-        if step:  # its weights are yet to produce a loss; an epoch's end was verified by its evaluation
+        # Within an epoch the next step verifies the weights. At an epoch's end the next step is in the next
+        # epoch or never, so only the check above stands (an evaluation's non-finite loss can be an eval-mode
+        # overflow in a sound network, e.g. batch-norm statistics after a handful of steps, so it stops nothing).
+        if step:
             save_checkpoint(self.pending_path, state)
             self.pending = True
         else:
@@ -408,8 +411,6 @@ class Trainer:
             t0 = time.perf_counter() - at.seconds
             record = self.train_epoch(epoch, at)
             self.elapsed += time.perf_counter() - t0
-            if not math.isfinite(record["test_loss"]):  # the evaluation ran the weights this checkpoint holds
-                raise diverged("non-finite test loss", epoch, 0, self.checkpoint_path)
             self.history.append(record)
             self.save(epoch)
             if main:
