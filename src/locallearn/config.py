@@ -129,6 +129,7 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 def _describe(kind: Any) -> str:
+    """What a value of field type `kind` must be, in words, for the error message."""
     if kind is float:
         return "a number (float, e.g. 0.1 or 1e-3)"
     if kind is int:
@@ -157,7 +158,10 @@ def _exact(value: Any, kind: type) -> Any:
         raise ValueError
     if not isinstance(value, (str, int, float)):
         raise ValueError
-    number = float(value)  # ValueError for text that is not a number
+    try:
+        number = float(value)  # ValueError for text that is not a number
+    except OverflowError:  # an integer beyond any float
+        raise ValueError from None
     if not math.isfinite(number):
         raise ValueError
     if kind is float:
