@@ -20,7 +20,7 @@ import numpy as np
 from locallearn.data.bundled import sample_digest
 from locallearn.data.cifar import CIFAR10, read_cifar
 from locallearn.data.subset import SUBSET_FILE, SUBSET_MD5, TEST_PER_CLASS, TRAIN_PER_CLASS, balanced_subset
-from locallearn.engine.checkpoint import _atomic
+from locallearn.engine.checkpoint import write_atomic
 from locallearn.errors import LocalLearnError
 
 OUT = Path(__file__).resolve().parents[1] / "data" / "cifar10-subset"
@@ -43,7 +43,7 @@ def main() -> int:
         print(f"error: the subset's md5 is {digest}, not {SUBSET_MD5}: {args.src} is not canonical", file=sys.stderr)
         return 2
     path = args.out / SUBSET_FILE
-    _atomic(path, lambda f: np.savez_compressed(f, **subset._asdict()))
+    write_atomic(path, lambda f: np.savez_compressed(f, **subset._asdict()))
     print(f"wrote {path} ({path.stat().st_size:,} bytes): {len(subset.train_y)} train, {len(subset.test_y)} test")
     return 0
 

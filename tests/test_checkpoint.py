@@ -9,15 +9,20 @@ import torch
 from helpers import make_learner
 from locallearn.engine.checkpoint import (
     commit_record,
+    first_non_finite,
     load_checkpoint,
+    read_checkpoint,
     remove_stale_stages,
     save_checkpoint,
     save_stage,
     stage_file,
     stage_folder,
 )
+from locallearn.engine.local import StepStats
 from locallearn.engine.pipeline import stage_state_dict
 from locallearn.errors import ConfigError
+
+RUN_METADATA = {"history": [], "elapsed": 0.0, "config": {}, "torch_rng": torch.get_rng_state()}
 
 
 def _per_stage_checkpoint(run_dir, learner, epoch: int) -> dict:
@@ -27,7 +32,7 @@ def _per_stage_checkpoint(run_dir, learner, epoch: int) -> dict:
     for k in range(learner.num_stages):
         digest = save_stage(run_dir, stage_file(epoch, k), k, stage_state_dict(learner, [k]), optimizers[k])
         files.append((stage_file(epoch, k), digest))
-    whole = {"epoch": epoch, "learner": learner.state_dict(), "optimizers": optimizers}
+    whole = {"epoch": epoch, "learner": learner.state_dict(), "optimizers": optimizers, **RUN_METADATA}
     keys = set(stage_state_dict(learner, range(learner.num_stages)))
     save_checkpoint(run_dir / "last.pt", commit_record(whole, files, keys))
     return {"learner": learner.state_dict(), "optimizers": optimizers}
@@ -93,5 +98,30 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path):
 
     with pytest.raises(RuntimeError, match="disk full"):
         save_checkpoint(path, {"epoch": 1, "bad": Unpicklable()})
-    assert load_checkpoint(path)["epoch"] == 0
+    assert read_checkpoint(path)["epoch"] == 0
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+def test_a_within_epoch_checkpoint_of_an_earlier_version_still_loads(tmp_path):
+    """Those held the epoch's StepStats object: the one class allowed besides tensors and plain data."""
+    stats = StepStats(torch.ones(2), torch.zeros(2, dtype=torch.long), [True, False], seen=8, steps=1)
+    torch.save({"epoch": 0, "partial": {"step": 1, "stats": stats}}, tmp_path / "last.pt")
+    got = read_checkpoint(tmp_path / "last.pt")["partial"]["stats"]
+    assert isinstance(got, StepStats) and got.seen == 8 and torch.equal(got.loss, stats.loss)
+    assert StepStats.from_dict(stats.as_dict()).has_logits == [True, False]
+
+
+def test_the_first_non_finite_tensor_is_named_by_its_path():
+    state = {"learner": {"a": torch.zeros(2), "b": torch.tensor([1.0, float("inf")])}, "rng": torch.tensor([255])}
+    assert first_non_finite(state) == "learner/b"
+    state["learner"]["b"][1] = 0
+    assert first_non_finite(state) is None
+    assert first_non_finite({"optimizers": [{"state": {3: {"momentum_buffer": torch.tensor(float("nan"))}}}]}) == (
+        "optimizers/0/state/3/momentum_buffer"
+    )
+
+
+def test_a_file_that_is_not_a_runs_checkpoint_is_named(tmp_path):
+    torch.save(make_learner("greedy", k=2).state_dict(), tmp_path / "last.pt")  # a bare state_dict
+    with pytest.raises(ConfigError, match=r"last\.pt is not a locallearn checkpoint \(it has no config, elapsed"):
+        load_checkpoint(tmp_path / "last.pt")

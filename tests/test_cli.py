@@ -11,6 +11,9 @@ import pytest
 import torch
 
 from locallearn.cli import main
+from locallearn.cli.train import schedule_line
+from locallearn.config import build_config
+from locallearn.engine.checkpoint import load_checkpoint
 from locallearn.engine.local import LocalEngine
 
 QUICK = [
@@ -55,10 +58,10 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     args = [*QUICK, "--method", "greedy", "--K", "3"]
     assert main(["train", *args, "--epochs", "3", "--out", str(full)]) == 0
     assert main(["train", *args, "--epochs", "3", "--stop-after-epoch", "2", "--out", str(part)]) == 0
-    assert torch.load(part / "last.pt", weights_only=False)["epoch"] == 1
+    assert load_checkpoint(part / "last.pt")["epoch"] == 1
     assert main(["train", "--out", str(part), "--resume", "--no-progress"]) == 0
-    a = torch.load(full / "last.pt", weights_only=False)
-    b = torch.load(part / "last.pt", weights_only=False)
+    a = load_checkpoint(full / "last.pt")
+    b = load_checkpoint(part / "last.pt")
     assert a["epoch"] == b["epoch"] == 2
     for key, value in a["learner"].items():
         assert torch.equal(value, b["learner"][key]), key
@@ -68,11 +71,12 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
 
 
 def test_a_run_stopped_within_an_epoch_resumes_from_its_last_checkpointed_step(tmp_path, monkeypatch, capsys):
-    """4 steps per epoch, a checkpoint every 3 steps: a crash in step 4 of epoch 2 resumes after its step 3,
-    skipping the batches already trained, and ends with the weights and metrics of an uninterrupted run."""
+    """5 steps per epoch, a checkpoint every 3 steps (committed once step 4's loss shows its weights are sound):
+    a crash in step 5 of epoch 2 resumes after its step 3, skipping the batches already trained, and ends with
+    the weights and metrics of an uninterrupted run."""
     full, part = tmp_path / "full", tmp_path / "part"
-    args = [*QUICK, "--method", "infopro+man", "--K", "3", "--batch-size", "16", "--epochs", "2"]
-    args += ["--set", "checkpoint_every=3"]
+    args = [*QUICK, "--method", "infopro+man", "--K", "3", "--batch-size", "16", "--train-limit", "80"]
+    args += ["--epochs", "2", "--set", "checkpoint_every=3"]
     assert main(["train", *args, "--out", str(full)]) == 0
     train_step, calls = LocalEngine.train_step, []
 
@@ -80,22 +84,22 @@ def test_a_run_stopped_within_an_epoch_resumes_from_its_last_checkpointed_step(t
         if type(self) is not LocalEngine:  # the memory probe's engine, not a training step
             return train_step(self, x, y)
         calls.append(y[:4].tolist())
-        if len(calls) == 8:
+        if len(calls) == 10:
             raise RuntimeError("power cut")
         return train_step(self, x, y)
 
     monkeypatch.setattr(LocalEngine, "train_step", crashing_step)
     with pytest.raises(RuntimeError, match="power cut"):
         main(["train", *args, "--out", str(part)])
-    saved = torch.load(part / "last.pt", weights_only=False)
-    assert saved["epoch"] == 0 and saved["partial"]["step"] == 3 and saved["partial"]["stats"].steps == 3
+    saved = load_checkpoint(part / "last.pt")
+    assert saved["epoch"] == 0 and saved["partial"]["step"] == 3 and saved["partial"]["stats"]["steps"] == 3
     seen_before = list(calls)
     capsys.readouterr()
     assert main(["eval", str(part), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["step"] == 3  # the weights are 3 steps into epoch 2
     assert main(["train", "--out", str(part), "--resume"]) == 0
-    assert calls[8:] == seen_before[7:8]  # only the batch of the step that crashed is trained again
-    a, b = (torch.load(run / "last.pt", weights_only=False) for run in (full, part))
+    assert calls[10:] == seen_before[8:10]  # only the batches after the checkpoint are trained again
+    a, b = (load_checkpoint(run / "last.pt") for run in (full, part))
     assert "partial" not in b and a["epoch"] == b["epoch"] == 1
     for key, value in a["learner"].items():
         assert torch.equal(value, b["learner"][key]), key
@@ -107,7 +111,7 @@ def test_a_run_stopped_within_an_epoch_resumes_from_its_last_checkpointed_step(t
 def test_eval_and_list(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", *QUICK, "--method", "dgl", "--K", "2", "--epochs", "1", "--out", str(out)]) == 0
-    capsys.readouterr()
+    assert capsys.readouterr().out.startswith("lr per epoch (cosine schedule, 1 epoch): 0.05\n")
     assert main(["eval", str(out), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     summary = json.loads((out / "summary.json").read_text())
@@ -169,3 +173,21 @@ def test_demo_trains_each_method_and_writes_its_table_and_plot(tmp_path, capsys)
     table = (tmp_path / "results.md").read_text()
     assert table.strip() in capsys.readouterr().out and "greedy" in table
     assert (tmp_path / "demo.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "line"),
+    [
+        ({"lr": 0.1, "epochs": 2}, "lr per epoch (cosine schedule, 2 epochs): 0.1, 0.05"),
+        (
+            {"lr": 0.8, "epochs": 160, "schedule": "const"},
+            "lr per epoch (const schedule, 160 epochs): 0.8, 0.8, 0.8, 0.8, ...",
+        ),
+        (
+            {"lr": 0.8, "epochs": 160, "schedule": "paper-cos"},
+            "(paper-cos schedule, 160 epochs): 0.01, 0.08897, 0.1679",
+        ),
+    ],
+)
+def test_a_run_starts_by_printing_its_first_learning_rates(flags, line):
+    assert line in schedule_line(build_config(None, flags))

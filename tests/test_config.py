@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from locallearn.config import build_config, load_recipe
+from locallearn.config import build_config, config_from_dict, load_recipe
 from locallearn.errors import ConfigError
 from locallearn.methods import build_learner
 from locallearn.models import build_backbone
@@ -53,7 +53,7 @@ def test_unknown_recipe_key_is_named(tmp_path):
     with pytest.raises(ConfigError, match="unknown key 'learning_rate'"):
         build_config(bad)
     bad.write_text("method_options:\n  lambda: 3\n")
-    with pytest.raises(ConfigError, match="unknown key 'lambda'"):
+    with pytest.raises(ConfigError, match="unknown key 'method_options.lambda'"):
         build_config(bad)
 
 
@@ -102,3 +102,42 @@ def test_every_man_paper_cifar_row_has_a_recipe(mechanism, objective, arch, k):
     assert (cfg.epochs, cfg.amp, cfg.method_options.ema_momentum) == (400, "none", 0.995)
     row = f"{'InfoPro' if objective == 'infopro' else 'DGL'} + {'MAN' if mechanism == 'man' else 'MAN++'}, {arch} K={k}"
     assert row in load_recipe(recipe)["reproduces"]
+
+
+def test_numbers_written_without_a_dot_are_numbers(tmp_path):
+    """YAML reads `1e-3` as text; recipes, flags and --set all turn it into the field's type."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("lr: 1e-2\nepochs: 1e2\nmethod_options:\n  temperature: 5e-2\n")
+    cfg = build_config(recipe)
+    assert (cfg.lr, cfg.epochs, cfg.method_options.temperature) == (0.01, 100, 0.05)
+    assert isinstance(cfg.lr, float) and isinstance(cfg.epochs, int)
+    cfg = build_config(None, {"lr": "2e-3"}, ["weight_decay=5e-4", "milestones=[1, 0.5]", "data_dir=2024"])
+    assert (cfg.lr, cfg.weight_decay, cfg.milestones, cfg.data_dir) == (0.002, 0.0005, [1.0, 0.5], "2024")
+    assert build_config(None, None, ["train_limit=null", "threads=2"]).train_limit is None
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("lr=true", "a number (float, e.g. 0.1 or 1e-3); got true"),
+        ("lr=abc", 'a number (float, e.g. 0.1 or 1e-3); got "abc"'),
+        ("lr=.inf", "a number (float, e.g. 0.1 or 1e-3); got Infinity"),
+        ("K=2.5", "a whole number (int); got 2.5"),
+        ("K=true", "a whole number (int); got true"),
+        ("compile=1", "true or false (bool); got 1"),
+        ("method=null", "a string (str); got null"),
+        ("train_limit=[1]", "a whole number (int) or null; got [1]"),
+        ("milestones=[0.5, x]", 'a list of numbers (list[float]); got [0.5, "x"]'),
+        ("method_options.ixx_1=no", "a number (float, e.g. 0.1 or 1e-3); got false"),
+    ],
+)
+def test_a_value_of_the_wrong_type_names_key_value_and_type(override, expected):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError) as e:
+        build_config(None, None, [override])
+    assert str(e.value) == f"'{key}' in --set {override} must be {expected}"
+
+
+def test_a_saved_config_round_trips_through_the_type_checks():
+    cfg = build_config(None, {"lr": 0.1, "split": [[1, 2], [2, 1]], "K": 3}, ["method_options.aux_net=1c2f"])
+    assert config_from_dict(cfg.to_dict()) == cfg

@@ -1,18 +1,26 @@
 """Run configuration: typed dataclasses are the source of truth; YAML recipes and CLI flags fill them.
 
 Precedence: dataclass defaults < recipe file (`--config`) < explicit flags < `--set key=value` overrides.
-An unknown key anywhere is a `ConfigError` that lists the valid ones.
+Every value, from any of them, is converted to its field's type here (`coerce`) and the whole config is then
+checked (`validate`): an unknown key, a value of the wrong type or out of range is a `ConfigError` naming the
+key, the value and what is expected.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .aux import DECODERS, HEAD_CONFIGS
 from .engine.schedule import RENAMED, SCHEDULES
 from .errors import ConfigError
 from .methods.options import MethodOptions
@@ -115,24 +123,95 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-def _field_names(cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    """Field name -> type (resolved from the annotations, which are strings under `from __future__`)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _apply(target: Any, values: dict[str, Any], where: str) -> None:
-    names = _field_names(type(target))
+def _describe(kind: Any) -> str:
+    """What a value of field type `kind` must be, in words, for the error message."""
+    if kind is float:
+        return "a number (float, e.g. 0.1 or 1e-3)"
+    if kind is int:
+        return "a whole number (int)"
+    if kind is bool:
+        return "true or false (bool)"
+    if kind is str:
+        return "a string (str)"
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) is list:
+        return f"a list of {_describe(args[0]).split(' (')[0].removeprefix('a ')}s ({kind})"
+    return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+
+
+def _exact(value: Any, kind: type) -> Any:
+    """`value` as `kind`, or ValueError. YAML reads `1e-3` (no dot) as a string: numbers may come as text."""
+    if isinstance(value, bool):  # a bool is an int to Python, never a number to a user
+        if kind is bool:
+            return value
+        raise ValueError
+    if kind is bool:
+        raise ValueError
+    if kind is str:
+        if isinstance(value, (str, int, float)):  # `data_dir: 2024` is a folder name, not a number
+            return str(value)
+        raise ValueError
+    if not isinstance(value, (str, int, float)):
+        raise ValueError
+    try:
+        number = float(value)  # ValueError for text that is not a number
+    except OverflowError:  # an integer beyond any float
+        raise ValueError from None
+    if not math.isfinite(number):
+        raise ValueError
+    if kind is float:
+        return number
+    if isinstance(value, int):
+        return value
+    if not number.is_integer():
+        raise ValueError
+    return int(number)
+
+
+def coerce(value: Any, kind: Any) -> Any:
+    """`value` converted to the field type `kind` (ValueError when it is not one)."""
+    if kind is Any:
+        return value
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):  # `X | None`
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return coerce(value, inner)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError
+        return [coerce(v, args[0]) for v in value]
+    if value is None:
+        raise ValueError
+    return _exact(value, kind)
+
+
+def _apply(target: Any, values: dict[str, Any], where: str, prefix: str = "") -> None:
+    types_ = _field_types(type(target))
     for key, value in values.items():
         if key in META_KEYS and isinstance(target, RunConfig):
             continue
-        if key not in names:
-            raise ConfigError(f"unknown key '{key}' in {where}; valid keys: {', '.join(names)}")
+        if key not in types_:
+            raise ConfigError(f"unknown key '{prefix}{key}' in {where}; valid keys: {', '.join(types_)}")
         current = getattr(target, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
-                raise ConfigError(f"'{key}' in {where} must be a mapping of {type(current).__name__} keys")
-            _apply(current, value, f"{where}:{key}")
-        else:
-            setattr(target, key, value)
+                raise ConfigError(f"'{prefix}{key}' in {where} must be a mapping of {type(current).__name__} keys")
+            _apply(current, value, where, f"{prefix}{key}.")
+            continue
+        try:
+            setattr(target, key, coerce(value, types_[key]))
+        except ValueError:
+            shown = json.dumps(value, default=str)
+            raise ConfigError(f"'{prefix}{key}' in {where} must be {_describe(types_[key])}; got {shown}") from None
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
@@ -141,8 +220,12 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"recipe '{path}' not found; `locallearn list` shows the bundled recipes in configs/")
     try:
         data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"recipe '{path}' is not valid YAML: {e}") from e
+    except OSError as e:
+        raise ConfigError(f"recipe '{path}' cannot be read ({e.strerror or e}); check its permissions") from e
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+        detail = f" (line {mark.line + 1}: {problem})" if mark and problem else ""
+        raise ConfigError(f"recipe '{path}' is not valid YAML{detail}; fix it or start from `locallearn list`") from e
     if not isinstance(data, dict):
         raise ConfigError(f"recipe '{path}' must be a mapping of keys to values")
     return data
@@ -153,7 +236,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise ConfigError(f"bad --set '{text}'; write key=value, e.g. --set method_options.ixx_1=5")
-    return key.strip().split("."), yaml.safe_load(value)
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"bad --set '{text}': the value is not valid YAML; quote it or fix the brackets") from e
+    return key.strip().split("."), parsed
 
 
 def build_config(
@@ -178,12 +265,31 @@ def build_config(
 
 
 def validate(cfg: RunConfig) -> None:
-    if cfg.method.split("+")[0].split(":")[0] == "e2e":
+    """Ranges and choices of a config whose values already have their fields' types (see `coerce`)."""
+    objective = cfg.method.split("+")[0].split(":")[0]
+    if objective == "e2e":
         cfg.K = 1
     checks = [
         (cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}"),
         (cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}"),
+        (cfg.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {cfg.eval_batch_size}"),
+        *[
+            (limit is None or limit >= 1, f"{name} must be >= 1 images (drop it to use the whole split), got {limit}")
+            for name, limit in (("train_limit", cfg.train_limit), ("test_limit", cfg.test_limit))
+        ],
         (cfg.lr > 0, f"lr must be > 0, got {cfg.lr}"),
+        (cfg.momentum >= 0 and cfg.weight_decay >= 0, "momentum and weight_decay must be >= 0"),
+        (cfg.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {cfg.warmup_epochs}"),
+        (
+            all(0 <= m <= 1 for m in cfg.milestones),
+            f"milestones are fractions of epochs in [0, 1], got {cfg.milestones}",
+        ),
+        (cfg.log_every >= 1, f"log_every must be >= 1 steps, got {cfg.log_every}"),
+        (
+            cfg.threads is None or cfg.threads >= 1,
+            f"threads must be >= 1 (or null: torch's default), got {cfg.threads}",
+        ),
+        (cfg.workers >= 0 and cfg.image_size >= 1, "workers must be >= 0 and image_size >= 1"),
         (
             cfg.schedule not in RENAMED,
             f"schedule '{cfg.schedule}' is now called '{RENAMED.get(cfg.schedule)}'; set schedule: "
@@ -195,7 +301,12 @@ def validate(cfg: RunConfig) -> None:
         ),
         (cfg.amp in ("auto", "none", "bf16", "fp16"), f"amp must be auto, none, bf16 or fp16, not '{cfg.amp}'"),
         (cfg.engine in ("local", "pipeline"), f"engine must be local or pipeline, not '{cfg.engine}'"),
-        (isinstance(cfg.K, int) and cfg.K >= 1, f"K must be a positive integer, got {cfg.K}"),
+        (cfg.K >= 1, f"K must be >= 1, got {cfg.K}"),
+        (
+            cfg.K >= 2 or objective == "e2e",
+            f"K=1 leaves method '{cfg.method}' no module boundary: it would train end to end with an extra head; "
+            "use --method e2e, or K >= 2",
+        ),
         (
             cfg.checkpoint_every >= 0,
             f"checkpoint_every must be >= 0 steps, got {cfg.checkpoint_every}",
@@ -205,10 +316,29 @@ def validate(cfg: RunConfig) -> None:
             "checkpoint_every needs pipeline.mode sync: asynchronous ranks never finish a step together",
         ),
         *_pipeline_checks(cfg.pipeline),
+        *_method_option_checks(cfg.method_options),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def _method_option_checks(o: MethodOptions) -> list[tuple[bool, str]]:
+    """The options every objective reads (a mechanism checks its own when it is built)."""
+    heads = (*HEAD_CONFIGS, "mlp-sr", "imagenet")
+    return [
+        (
+            o.aux_net is None or o.aux_net in heads,
+            f"method_options.aux_net must be one of {', '.join(heads)} (or null: the method's default), "
+            f"not '{o.aux_net}'",
+        ),
+        (o.decoder in DECODERS, f"method_options.decoder must be one of {', '.join(DECODERS)}, not '{o.decoder}'"),
+        (
+            o.aux_feature_dim >= 1 and o.aux_widen >= 1,
+            f"method_options.aux_feature_dim and aux_widen must be >= 1, got {o.aux_feature_dim}, {o.aux_widen}",
+        ),
+        (o.temperature > 0, f"method_options.temperature must be > 0, got {o.temperature}"),
+    ]
 
 
 def _pipeline_checks(p: PipelineOptions) -> list[tuple[bool, str]]:

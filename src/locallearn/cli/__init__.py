@@ -36,8 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command].run(args)
     except LocalLearnError as e:
-        print(f"locallearn: error: {e}", file=sys.stderr)
+        message = " ".join(str(e).split())  # one line, whatever the text it quotes
+        print(f"locallearn: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("locallearn: interrupted; the last epoch's checkpoint is kept (resume with --resume)", file=sys.stderr)
+        print(
+            "locallearn: interrupted; a run continues from its last checkpoint, if it wrote one, with --resume",
+            file=sys.stderr,
+        )
         return 130

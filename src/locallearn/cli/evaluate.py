@@ -4,7 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+
+def announce_user_code(arch: str) -> None:
+    """Say on stderr which module a run's config makes us import: importing it runs its code."""
+    from ..models import user_module
+
+    module = user_module(arch)
+    if module:
+        print(
+            f"locallearn: importing module '{module}' for the run's arch {arch} (this runs its code: use only "
+            "runs and modules you trust)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,16 +32,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import config_from_dict
-    from ..engine.checkpoint import load_checkpoint
+    from ..engine.checkpoint import CHECKPOINT, load_checkpoint
     from ..engine.local import evaluate
-    from ..engine.trainer import CHECKPOINT, build_run, resolve_amp
+    from ..engine.trainer import build_run, resolve_amp
+    from ..errors import ConfigError
 
-    ckpt = load_checkpoint(Path(args.run_dir) / CHECKPOINT)
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} is not a folder; pass a run directory written by `locallearn train`")
+    ckpt = load_checkpoint(
+        run_dir / CHECKPOINT, missing=f"{run_dir} is not a run directory: pass one written by `locallearn train`"
+    )
     cfg = config_from_dict(ckpt["config"])
     if args.data_dir:
         cfg.data_dir = args.data_dir
     if args.device:
         cfg.device = args.device
+    announce_user_code(cfg.arch)
     run_ = build_run(cfg)
     run_.learner.load_state_dict(ckpt["learner"])
     acc, stage_acc, loss = evaluate(run_.learner, run_.test_loader, resolve_amp(cfg.amp, run_.device))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from ..config import RunConfig, build_config
 from ..errors import ConfigError
+from .evaluate import announce_user_code
 
 # flag -> RunConfig field, with the type argparse converts to
 TRAIN_FLAGS: list[tuple[str, str, type]] = [
@@ -103,20 +105,42 @@ def default_out(cfg: RunConfig) -> Path:
     return Path("runs") / f"{cfg.dataset}_{cfg.arch.replace(':', '-')}_{method}_k{cfg.K}_s{cfg.seed}"
 
 
+def schedule_line(cfg: RunConfig, shown: int = 4) -> str:
+    """The learning rates of the first epochs, printed at start so that a short run's LR is never a surprise."""
+    from ..engine.trainer import epoch_lr
+
+    n = min(shown, cfg.epochs)
+    lrs = ", ".join(f"{epoch_lr(cfg, e):.4g}" for e in range(n)) + (", ..." if cfg.epochs > n else "")
+    return f"lr per epoch ({cfg.schedule} schedule, {cfg.epochs} epoch{'s' * (cfg.epochs > 1)}): {lrs}"
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..engine.trainer import CHECKPOINT, Trainer
+    from ..engine.checkpoint import CHECKPOINT, assemble_stages, load_checkpoint
+    from ..engine.run_dir import prepare_run_dir
+    from ..engine.trainer import Trainer, check_stop_after
     from ..plan.apply import prepare
 
-    saved = None
-    if args.resume and args.out and (Path(args.out) / CHECKPOINT).is_file():
-        import torch
-
-        saved = torch.load(Path(args.out) / CHECKPOINT, map_location="cpu", weights_only=False)["config"]
-    cfg = config_from_args(args, saved)
+    check_stop_after(args.stop_after_epoch)
+    out = Path(args.out) if args.out else None
+    record = None  # the checkpoint --resume continues: tensors and plain data only (see load_checkpoint)
+    if args.resume:
+        out = out or default_out(config_from_args(args))
+        # Without the file (a pipeline rank on a node that does not hold last.pt) the config is the flags';
+        # prepare_run_dir or the pipeline's rank 0 says when there is nothing to resume.
+        if (out / CHECKPOINT).is_file():
+            record = load_checkpoint(out / CHECKPOINT, assemble=False)
+    cfg = config_from_args(args, record["config"] if record else None)
     if args.memory_budget is not None and args.resume:
         raise ConfigError("--memory-budget chooses K for a new run; drop it with --resume (the run keeps its K)")
     cfg = prepare(cfg, args.memory_budget, check=not args.skip_memory_check)
-    out = Path(args.out) if args.out else default_out(cfg)
+    out = out or default_out(cfg)
+    if cfg.engine != "pipeline":  # (the pipeline's rank 0 checks it once every rank has started)
+        prepare_run_dir(out, resume=args.resume)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one rank speaks for all
+        if record is not None and record["config"].get("arch") == cfg.arch:  # perhaps someone else's run's
+            announce_user_code(cfg.arch)
+        if not args.json:
+            print(schedule_line(cfg), flush=True)
     if cfg.engine == "pipeline":
         from ..engine.pipeline import run_pipeline  # noqa: PLC0415  (only under torchrun)
 
@@ -124,11 +148,9 @@ def run(args: argparse.Namespace) -> int:
             cfg, out, resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after_epoch
         )
     else:
-        if not args.resume and (out / CHECKPOINT).exists():
-            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         trainer = Trainer(cfg, out, progress=not args.no_progress)
-        if args.resume:
-            trainer.resume()
+        if record is not None:
+            trainer.restore(assemble_stages(record, out))
         summary = trainer.fit(stop_after=args.stop_after_epoch)
     if summary is not None:
         if args.json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -33,6 +34,20 @@ class StepStats:
 
     def to(self, device: torch.device) -> StepStats:
         return StepStats(self.loss.to(device), self.correct.to(device), list(self.has_logits), self.seen, self.steps)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Tensors and plain data, as a checkpoint stores them (checkpoints are read with weights_only=True)."""
+        return {
+            "loss": self.loss,
+            "correct": self.correct,
+            "has_logits": list(self.has_logits),
+            "seen": self.seen,
+            "steps": self.steps,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepStats:
+        return cls(**data)
 
 
 def autocast_context(device: torch.device, amp: str):

@@ -45,7 +45,8 @@ from .checkpoint import (
 )
 from .pipeline_engine import PipelineEngine
 from .pipeline_plan import PipelinePlan, trace_stages
-from .trainer import CHECKPOINT, EpochStart, Trainer, _check_finite, build_run, use_channels_last
+from .run_dir import prepare_run_dir
+from .trainer import EpochStart, Trainer, _check_finite, build_run, refuse_non_finite, use_channels_last
 
 ANOTHER_RANK = "another rank"
 
@@ -61,8 +62,8 @@ def run_pipeline(
     monitor = Monitor(store, me.rank, me.world, timeout=cfg.pipeline.heartbeat_timeout)
     monitor.start()
     try:
-        if me.rank == 0 and not resume and (Path(out) / CHECKPOINT).exists():
-            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        if me.rank == 0:
+            prepare_run_dir(Path(out), resume=resume)
         trainer = PipelineTrainer(cfg, out, launch=me, monitor=monitor, progress=progress)
         if resume:
             trainer.resume()
@@ -243,9 +244,15 @@ class PipelineTrainer(Trainer):
         """
         learner, digests, folder = self.run.learner, {}, stage_folder(epoch, step)
         if self.topo.replica == 0:
-            for k in self.topo.stages:
-                tensors = _on_host(stage_state_dict(learner, [k]))
-                optimizer = _on_host(self.run.optimizers[k].state_dict())
+            states = {
+                k: (_on_host(stage_state_dict(learner, [k])), _on_host(self.run.optimizers[k].state_dict()))
+                for k in self.topo.stages
+            }
+            # Nothing is written while any of this rank's stages is non-finite; its error stops every rank
+            # before rank 0 commits, so `last.pt` keeps naming the last good files.
+            own = {"losses": self.engine.stats.loss, "stages": states}
+            refuse_non_finite(own, epoch, step, self.checkpoint_path)
+            for k, (tensors, optimizer) in states.items():
                 digests[k] = save_stage(self.out, stage_file(epoch, k, step), k, tensors, optimizer)
         stats = self.engine.epoch_stats() if step else None  # a collective too: every rank's share
         parts: list[Any] | None = [None] * self.launch.world if self.is_main else None
@@ -265,7 +272,8 @@ class PipelineTrainer(Trainer):
 
     def resume(self) -> None:
         """Rank 0 reads the commit record and hands it to every rank; each rank reads its own stages' files."""
-        box = [load_checkpoint(self.checkpoint_path, "cpu", assemble=False) if self.is_main else None]
+        missing = "drop --resume to start a new run"
+        box = [load_checkpoint(self.checkpoint_path, "cpu", assemble=False, missing=missing) if self.is_main else None]
         with peer_failure(ANOTHER_RANK):
             dist.broadcast_object_list(box, src=0, group=self.groups.control)
         record, learner = box[0], self.run.learner

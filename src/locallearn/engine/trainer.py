@@ -27,11 +27,18 @@ from ..profile.costs import inference_flops
 from ..profile.memory import held_for_backward
 from ..profile.provenance import code_version
 from ..split import split_model
-from .checkpoint import load_checkpoint, save_checkpoint, write_json, write_text
+from .checkpoint import (
+    CHECKPOINT,
+    first_non_finite,
+    load_checkpoint,
+    replace_file,
+    save_checkpoint,
+    write_json,
+    write_text,
+)
 from .local import LocalEngine, StepStats, evaluate
 from .schedule import lr_at
 
-CHECKPOINT = "last.pt"
 # What the saved state and the data order depend on; everything else may change on --resume.
 RESUME_MUST_MATCH = (
     "arch",
@@ -50,7 +57,10 @@ RESUME_MUST_MATCH = (
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from e
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device '{name}' asked for but CUDA is not available; use --device cpu")
     return device
@@ -178,20 +188,48 @@ def build_run(
     return Run(cfg, device, data, learner, optimizers, data.train, data.test)
 
 
+def epoch_lr(cfg: RunConfig, epoch: int) -> float:
+    """The learning rate of 0-based `epoch` under the config's schedule."""
+    return lr_at(epoch, cfg.epochs, cfg.lr, cfg.schedule, cfg.warmup_epochs, cfg.milestones)
+
+
 def _set_lr(optimizers: list[torch.optim.Optimizer], lr: float) -> None:
     for opt in optimizers:
         for group in opt.param_groups:
             group["lr"] = lr
 
 
+def diverged(what: str, epoch: int, step: int, ckpt: Path) -> TrainingError:
+    """The error that stops a run whose numbers went non-finite, saying what is left on disk."""
+    when = f"epoch {epoch + 1}, step {step}" if step else f"end of epoch {epoch + 1}"
+    if ckpt.is_file():
+        kept = f"nothing non-finite was saved: the last good checkpoint is kept at {ckpt}; lower --lr (or use "
+        kept += "--amp none) and continue with --resume"
+    else:
+        kept = "no checkpoint had been written yet; lower --lr (or use --amp none) and start again"
+    return TrainingError(f"{what} ({when}); {kept}")
+
+
 def _check_finite(losses: torch.Tensor, epoch: int, step: int, ckpt: Path) -> None:
-    values = losses.tolist()
-    for k, v in enumerate(values):
+    for k, v in enumerate(losses.tolist()):
         if not math.isfinite(v):
-            raise TrainingError(
-                f"non-finite loss at stage {k} (epoch {epoch + 1}, step {step}); the last good checkpoint is "
-                f"kept at {ckpt}; lower --lr, or use --amp none"
-            )
+            raise diverged(f"non-finite loss at stage {k}", epoch, step, ckpt)
+
+
+def refuse_non_finite(state: dict[str, Any], epoch: int, step: int, ckpt: Path) -> None:
+    """Raise before a checkpoint holding NaN or inf (weights, optimizer state, running losses) is written:
+    a within-epoch checkpoint can come before the next loss check, and must not replace the last good one."""
+    bad = first_non_finite(state)
+    if bad is not None:
+        raise diverged(f"non-finite values in {bad}", epoch, step, ckpt)
+
+
+def check_stop_after(stop_after: int | None) -> None:
+    if stop_after is not None and stop_after < 1:
+        raise ConfigError(
+            f"--stop-after-epoch must be an epoch number >= 1 (the last epoch to train), got {stop_after}; "
+            "drop it to train every epoch"
+        )
 
 
 class Trainer:
@@ -214,6 +252,7 @@ class Trainer:
         self.start_epoch = 0
         self.elapsed = 0.0
         self.resume_point = EpochStart()  # where epoch `start_epoch` begins
+        self.pending = False  # a checkpoint taken within the epoch waits at `pending_path` to be verified
 
     def make_engine(self, amp: str, scaler: torch.amp.GradScaler | None) -> LocalEngine:
         return LocalEngine(self.run.learner, self.run.optimizers, amp=amp, scaler=scaler)
@@ -227,9 +266,15 @@ class Trainer:
     def checkpoint_path(self) -> Path:
         return self.out / CHECKPOINT
 
+    @property
+    def pending_path(self) -> Path:
+        """Where a checkpoint taken within an epoch waits until the next step's loss, the first computed with its
+        weights, is finite; only then does it replace `last.pt` (a run resumed after a crash discards it)."""
+        return self.out / f".{CHECKPOINT}.pending.tmp"
+
     def state(self, epoch: int, at: EpochStart | None = None) -> dict[str, Any]:
         """What a checkpoint holds after `epoch`, or (`at`) after `at.step` steps of it."""
-        partial = {"partial": {"step": at.step, "seconds": at.seconds, "stats": at.stats}} if at else {}
+        partial = {"partial": {"step": at.step, "seconds": at.seconds, "stats": at.stats.as_dict()}} if at else {}
         return {
             "epoch": epoch - 1 if at else epoch,  # the last complete epoch
             **partial,
@@ -242,7 +287,7 @@ class Trainer:
         }
 
     def resume(self) -> None:
-        self.restore(load_checkpoint(self.checkpoint_path, self.run.device))
+        self.restore(load_checkpoint(self.checkpoint_path, self.run.device, missing="drop --resume to start a new run"))
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Continue from a checkpoint written by `state` (by either engine)."""
@@ -262,7 +307,8 @@ class Trainer:
         self.elapsed = ckpt["elapsed"]
         self.start_epoch = ckpt["epoch"] + 1
         if "partial" in ckpt:
-            stats = ckpt["partial"]["stats"].to(self.run.device)
+            stats = ckpt["partial"]["stats"]  # a dict; a StepStats in checkpoints of earlier versions
+            stats = (stats if isinstance(stats, StepStats) else StepStats.from_dict(stats)).to(self.run.device)
             self.resume_point = EpochStart(ckpt["partial"]["step"], ckpt["partial"]["seconds"], stats)
 
     def _write_metrics(self) -> None:
@@ -273,8 +319,8 @@ class Trainer:
 
     def begin_epoch(self, epoch: int, first: int = 0) -> float:
         """Set the epoch's learning rate and data order (from batch `first` on); returns the learning rate."""
-        cfg, run = self.cfg, self.run
-        lr = lr_at(epoch, cfg.epochs, cfg.lr, cfg.schedule, cfg.warmup_epochs, cfg.milestones)
+        run = self.run
+        lr = epoch_lr(self.cfg, epoch)
         _set_lr(run.optimizers, lr)
         run.train_loader.set_epoch(epoch, first)
         run.learner.train()
@@ -302,10 +348,11 @@ class Trainer:
         steps = len(run.train_loader)
         for step, (x, y) in enumerate(bar, start=at.step + 1):
             self.engine.train_step(x, y)
-            if step % cfg.log_every == 0 or step == steps:
-                # One host sync per `log_every` steps: the running mean loss of each stage.
+            if self.pending or step % cfg.log_every == 0 or step == steps:
+                # One host sync per `log_every` steps (and after a checkpoint): the running mean loss of each stage.
                 running = self.engine.stats.loss / self.engine.stats.steps
                 _check_finite(running, epoch, step, self.checkpoint_path)
+                self.commit_pending()
                 bar.set_postfix_str(" ".join(f"{v:.3f}" for v in running.tolist()), refresh=False)
             self.checkpoint_within(epoch, step, steps, start)
         total = self.engine.reset_stats()
@@ -341,29 +388,49 @@ class Trainer:
     def save(self, epoch: int, step: int = 0, seconds: float = 0.0) -> None:
         """Checkpoint the end of `epoch`, or its first `step` steps (atomically: a crash keeps the previous one)."""
         at = EpochStart(step, seconds, self.engine.stats) if step else None
-        save_checkpoint(self.checkpoint_path, self.state(epoch, at))
+        state = self.state(epoch, at)
+        refuse_non_finite(state, epoch, step, self.checkpoint_path)
+        # Within an epoch the next step verifies the weights. At an epoch's end the next step is in the next
+        # epoch or never, so only the check above stands (an evaluation's non-finite loss can be an eval-mode
+        # overflow in a sound network, e.g. batch-norm statistics after a handful of steps, so it stops nothing).
+        if step:
+            save_checkpoint(self.pending_path, state)
+            self.pending = True
+        else:
+            save_checkpoint(self.checkpoint_path, state)
+
+    def commit_pending(self) -> None:
+        """Make the verified checkpoint taken within the epoch the run's `last.pt`."""
+        if self.pending:
+            replace_file(self.pending_path, self.checkpoint_path)
+            self.pending = False
 
     def fit(self, stop_after: int | None = None) -> dict[str, Any] | None:
         """Train to `cfg.epochs` (or only up to epoch `stop_after`, to be continued with --resume).
 
-        Returns the summary (None in processes that are not `is_main`).
+        Returns the summary (None in processes that are not `is_main`). The metrics files are rewritten only
+        once the checkpoint of the epochs they list is on disk, so they never run ahead of `last.pt`.
         """
+        check_stop_after(stop_after)
         main, run = self.is_main, self.run
+        last = self.cfg.epochs if stop_after is None else min(self.cfg.epochs, stop_after)
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
             write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+            if self.history:  # resumed: metrics written before a crash may be missing the checkpoint's last epoch
+                self._write_metrics()
             x, y = next(iter(run.train_loader))
             held = held_for_backward(run.learner, x, y)
             flops = inference_flops(run.learner, x[:2])
-        for epoch in range(self.start_epoch, min(self.cfg.epochs, stop_after or self.cfg.epochs)):
+        for epoch in range(self.start_epoch, last):
             at, self.resume_point = self.resume_point, EpochStart()
             t0 = time.perf_counter() - at.seconds
             record = self.train_epoch(epoch, at)
             self.elapsed += time.perf_counter() - t0
             self.history.append(record)
+            self.save(epoch)
             if main:
                 self._write_metrics()
-            self.save(epoch)
             if self.progress and main:
                 tqdm.write(_epoch_line(record))
         if not main:

@@ -48,7 +48,7 @@ def parse_method(name: str) -> tuple[str, str | None, list[tuple[str, str | None
         raise ConfigError(f"cannot parse method '{name}'; write e.g. infopro:softmax+contsup:R1E+man")
     obj, _, variant = parts[0].partition(":")
     if obj != "e2e" and obj not in OBJECTIVES:
-        OBJECTIVES.get(obj)  # raises the listing error
+        raise ConfigError(f"unknown method '{obj}'; choose one of: {', '.join(list_methods())}")
     mechs = []
     for part in parts[1:]:
         mech, _, arg = part.partition(":")
