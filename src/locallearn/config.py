@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .aux import DECODERS, HEAD_CONFIGS
+from .aux import DECODERS, HEADS
 from .engine.schedule import RENAMED, SCHEDULES
 from .errors import ConfigError
 from .methods.options import MethodOptions
@@ -325,7 +325,7 @@ def validate(cfg: RunConfig) -> None:
 
 def _method_option_checks(o: MethodOptions) -> list[tuple[bool, str]]:
     """The options every objective reads (a mechanism checks its own when it is built)."""
-    heads = (*HEAD_CONFIGS, "mlp-sr", "imagenet")
+    heads = (*HEADS, "mlp-sr")
     return [
         (
             o.aux_net is None or o.aux_net in heads,

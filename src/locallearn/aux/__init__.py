@@ -1,6 +1,6 @@
 """Auxiliary networks built from boundary records."""
 
-from .build import DECODERS, make_decoder, make_head
+from .build import DECODERS, HEADS, make_decoder, make_head
 from .heads import HEAD_CONFIGS, AuxClassifier, Decoder, MLPSRHead
 from .imagenet import ImageNetDecoder, ImageNetHead
 from .man_dgl import MANDGLHead
@@ -9,6 +9,7 @@ from .mlaan_imagenet import MLAANImageNetHead
 __all__ = [
     "DECODERS",
     "HEAD_CONFIGS",
+    "HEADS",
     "AuxClassifier",
     "Decoder",
     "ImageNetDecoder",

@@ -11,6 +11,8 @@ from .man_dgl import MANDGLHead
 from .mlaan_imagenet import MLAANImageNetHead
 
 DECODERS = ("cifar", "imagenet")
+# Every head `make_head` builds by name (DGL's own `mlp-sr` is built by its objective).
+HEADS = (*HEAD_CONFIGS, "imagenet", "man-dgl", "mlaan-imagenet")
 
 
 def make_head(channels: int, config: str, out_dim: int, feature_dim: int = 128, widen: int = 1) -> nn.Module:
@@ -23,8 +25,7 @@ def make_head(channels: int, config: str, out_dim: int, feature_dim: int = 128, 
     if config == "mlaan-imagenet":
         return MLAANImageNetHead(channels, out_dim)
     if config not in HEAD_CONFIGS:
-        names = ", ".join((*HEAD_CONFIGS, "man-dgl", "mlaan-imagenet"))
-        raise ConfigError(f"unknown aux head '{config}'; choose one of {names} or imagenet")
+        raise ConfigError(f"unknown aux head '{config}'; choose one of {', '.join(HEADS)}")
     return AuxClassifier(channels, config, out_dim, feature_dim, widen)
 
 

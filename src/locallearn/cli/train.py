@@ -130,17 +130,17 @@ def run(args: argparse.Namespace) -> int:
         if (out / CHECKPOINT).is_file():
             record = load_checkpoint(out / CHECKPOINT, assemble=False)
     cfg = config_from_args(args, record["config"] if record else None)
+    speaks = os.environ.get("RANK", "0") == "0"  # under torchrun, one rank speaks for all
+    if speaks and record is not None and record["config"].get("arch") == cfg.arch:  # perhaps someone else's run's
+        announce_user_code(cfg.arch)  # before the memory check below builds the model
     if args.memory_budget is not None and args.resume:
         raise ConfigError("--memory-budget chooses K for a new run; drop it with --resume (the run keeps its K)")
     cfg = prepare(cfg, args.memory_budget, check=not args.skip_memory_check)
     out = out or default_out(cfg)
     if cfg.engine != "pipeline":  # (the pipeline's rank 0 checks it once every rank has started)
         prepare_run_dir(out, resume=args.resume)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one rank speaks for all
-        if record is not None and record["config"].get("arch") == cfg.arch:  # perhaps someone else's run's
-            announce_user_code(cfg.arch)
-        if not args.json:
-            print(schedule_line(cfg), flush=True)
+    if speaks and not args.json:
+        print(schedule_line(cfg), flush=True)
     if cfg.engine == "pipeline":
         from ..engine.pipeline import run_pipeline  # noqa: PLC0415  (only under torchrun)
 
