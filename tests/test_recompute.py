@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,3 +159,12 @@ def test_profile_and_overhead_run_checkpointed_e2e_beside_the_plain_reference(ca
     assert main([*args, "--steps", "1", "--rounds", "1", "--warmup-steps", "0", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| e2e | 1 |" in out and "| e2e (checkpoint per-unit) | 1 |" in out
+
+
+def test_the_readme_checkpointing_example_runs_as_printed(capsys):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    (line,) = [s for s in readme.splitlines() if s.startswith("locallearn profile") and "--activation-checkpoint" in s]
+    assert main(shlex.split(line)[1:]) == 0
+    (row,) = [s for s in capsys.readouterr().out.splitlines() if s.startswith("| e2e (checkpoint per-stage:4) | 1 |")]
+    ratio = float(row.split("|")[9].strip(" %"))
+    assert 20 < ratio < 60  # of the plain E2E peak at the same batch
