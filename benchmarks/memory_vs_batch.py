@@ -84,12 +84,13 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     lines: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         lines.setdefault(label(r), []).append(r)
+    markers = iter("os^vDPX*<>")  # distinct markers: some lines coincide (per-stage:4 and Greedy SL K = 4)
     for name, rs in lines.items():
         rs = sorted(rs, key=lambda r: r["batch_size"])
         batches = [r["batch_size"] for r in rs]
-        style = "--" if "checkpoint" in name else "-"
-        peak_ax.plot(batches, [r["peak_bytes"] / MIB for r in rs], style, marker="o", label=name)
-        ratio_ax.plot(batches, [100 * r["ratio"] for r in rs], style, marker="o", label=name)
+        style = dict(linestyle="--" if "checkpoint" in name else "-", marker=next(markers), fillstyle="none")
+        peak_ax.plot(batches, [r["peak_bytes"] / MIB for r in rs], label=name, **style)
+        ratio_ax.plot(batches, [100 * r["ratio"] for r in rs], label=name, **style)
     batches = sorted({r["batch_size"] for r in rows})
     for ax in (peak_ax, ratio_ax):
         ax.set_xscale("log", base=2)
@@ -98,7 +99,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     peak_ax.set_yscale("log")
     peak_ax.set_ylabel("peak memory of a step (MiB)")
     ratio_ax.set_ylabel("peak / E2E peak at the same batch (%)")
-    ratio_ax.legend(fontsize=7)
+    ratio_ax.legend(fontsize=7, loc="center right")
     fig.suptitle(f"{rows[0]['arch']}: memory against batch size ({rows[0]['convention']})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
