@@ -94,8 +94,8 @@ def batch_lines() -> list[list[str]]:
 def speed_lines() -> list[list[str]]:
     over, pipe, ck = rows("overhead"), rows("pipeline"), rows("checkpointing")
     local = next(r for r in pipe if r["engine"] == "local")
-    piped = next(r for r in pipe if r["engine"].startswith("pipeline"))
-    ideal = next(r for r in pipe if r["engine"].startswith("ideal"))
+    piped = next(r for r in pipe if r["engine"] == "pipeline")
+    ideal = next(r for r in pipe if r["engine"].startswith("pipeline ideal"))
     e2e = pick(ck, "e2e", 1)["step_seconds"]
 
     def times(method: str) -> str:
