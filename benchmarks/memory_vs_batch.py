@@ -5,7 +5,8 @@ weights, gradients and momentum; CUDA: peak allocated) of the CIFAR-10 recipes o
 resnet110): E2E, E2E with activation checkpointing per unit and per stage at K = 4 and 16 (the local methods'
 splits), Greedy SL and InfoPro at K = 4 and 16. Synthetic inputs: memory does not depend on pixel values.
 All rows go to one file, benchmarks/results/memory_vs_batch_<arch>_<hardware>_<yyyymm>.json (+ .csv, .md and a
-plot); `--table` redraws the table and plot from that file without measuring.
+plot), rewritten after each batch size so a stopped sweep keeps what it measured; `--table` redraws the table and
+plot from that file without measuring.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,12 @@ def configurations(arch: str) -> list[tuple[str, list[str]]]:
     return [(e2e, []), *checkpointed, *local]
 
 
-def measure(arch: str, batches: Sequence[int], device: str, warmup: int) -> list[dict[str, Any]]:
-    rows = []
+def measure(
+    arch: str, batches: Sequence[int], device: str, warmup: int, done: Callable[[list[dict[str, Any]]], None]
+) -> list[dict[str, Any]]:
+    """Profile every configuration at each batch size; `done(rows)` after each batch, so a stopped sweep keeps
+    the batches it finished."""
+    rows: list[dict[str, Any]] = []
     for batch in batches:
         runs = []
         for path, overrides in configurations(arch):
@@ -49,6 +54,7 @@ def measure(arch: str, batches: Sequence[int], device: str, warmup: int) -> list
         for (cfg, _), row in zip(runs, compare_runs(runs, warmup), strict=True):
             rows.append({**row, "config": cfg.to_dict(), **provenance(resolve_device(cfg.device))})
             print(f"batch {batch}: {method_label(row)} K={row['K']} peak {row['peak_bytes'] / MIB:.1f} MiB", flush=True)
+        done(rows)
     return rows
 
 
@@ -119,14 +125,18 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     stem = result_stem(f"memory_vs_batch_{args.arch}", resolve_device(args.device))
+
+    def write(rows: list[dict[str, Any]]) -> list[Path]:
+        return [*write_results(rows, RESULTS, stem, table(rows)), plot(rows, RESULTS / f"{stem}.png")]
+
     if args.table:
         rows = json.loads((RESULTS / f"{stem}.json").read_text())
+        paths = write(rows)
     else:
         batches = [int(b) for b in args.batch_sizes.split(",")]
-        rows = measure(args.arch, batches, args.device, args.warmup_steps)
-    text = table(rows)
-    paths = [*write_results(rows, RESULTS, stem, text), plot(rows, RESULTS / f"{stem}.png")]
-    print(text)
+        rows = measure(args.arch, batches, args.device, args.warmup_steps, write)
+        paths = write(rows)
+    print(table(rows))
     print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
     return 0
 
