@@ -24,6 +24,7 @@ FILES = {
     "pipeline": "pipeline_throughput_resnet32_k2_cpu1_202611.json",
     "checkpointing": "checkpointing_resnet32_b128_cpu1_202611.json",
     "batch": "memory_vs_batch_resnet32_cpu2_202611.json",
+    "batch110": "memory_vs_batch_resnet110_cpu2_202611.json",
 }
 
 
@@ -168,8 +169,31 @@ def checkpointing_lines() -> list[list[str]]:
     ]
 
 
+def deep_lines() -> list[list[str]]:
+    rs = [r for r in rows("batch110") if r["batch_size"] == 1024]
+
+    def ratio(method: str, k: int, checkpoint: str = "none") -> str:
+        return pct(pick(rs, method, k, checkpoint)["ratio"])
+
+    return [
+        [
+            "vs activation checkpointing, ResNet-110, batch 1024, K = 16 (peak / E2E)",
+            f"checkpointed E2E {ratio('e2e', 1, 'per-stage:16')} (per unit: {ratio('e2e', 1, 'per-unit')}); "
+            f"Greedy SL {ratio('greedy', 16)}; InfoPro {ratio('infopro', 16)}",
+            FILES["batch110"],
+        ]
+    ]
+
+
 def summary() -> str:
-    body = [*memory_lines(), *batch_lines(), *speed_lines(), *accuracy_lines(), *checkpointing_lines()]
+    body = [
+        *memory_lines(),
+        *batch_lines(),
+        *speed_lines(),
+        *accuracy_lines(),
+        *checkpointing_lines(),
+        *deep_lines(),
+    ]
     return markdown_table(["headline", "measured", "result file"], [[a, b, f"`{c}`"] for a, b, c in body])
 
 
