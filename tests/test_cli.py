@@ -131,6 +131,8 @@ def test_eval_and_list(tmp_path, capsys):
         (["--config", "nope.yaml"], "not found"),
         (["--set", "colour=blue"], "unknown key 'colour'"),
         (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "cifar"),
+        (["--activation-checkpoint", "per-layer"], "none, per-unit or per-stage:J"),
+        (["--K", "2", "--activation-checkpoint", "per-stage:2"], "segments an E2E network"),
     ],
 )
 def test_bad_input_is_one_clear_line(args, message, tmp_path):

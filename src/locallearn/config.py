@@ -105,6 +105,9 @@ class RunConfig:
     """Use channels_last memory format on CUDA (ignored on CPU)."""
     compile: bool = False
     """torch.compile each stage."""
+    activation_checkpoint: str = "none"
+    """none, per-unit (recompute every unit's activations in backward; any method) or per-stage:J (E2E: keep only
+    the inputs of the J stages a local method at K = J would use, same `split`); same gradients, less memory."""
     engine: str = "local"
     """local (all stages in sequence on one device) or pipeline (one stage group per torchrun rank)."""
     eval_batch_size: int = 1024
@@ -321,6 +324,17 @@ def validate(cfg: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    parse_activation_checkpoint(cfg.activation_checkpoint)
+
+
+def parse_activation_checkpoint(spec: str) -> tuple[str, int | None]:
+    """`none` | `per-unit` | `per-stage:J` -> (kind, J or None)."""
+    kind, _, count = str(spec).partition(":")
+    if kind in ("none", "per-unit") and not count:
+        return kind, None
+    if kind == "per-stage" and count.isdigit() and int(count) >= 2:
+        return kind, int(count)
+    raise ConfigError(f"activation_checkpoint must be none, per-unit or per-stage:J with J >= 2 segments, not '{spec}'")
 
 
 def _method_option_checks(o: MethodOptions) -> list[tuple[bool, str]]:

@@ -30,6 +30,7 @@ TRAIN_FLAGS: list[tuple[str, str, type]] = [
     ("--engine", "engine", str),
     ("--threads", "threads", int),
     ("--schedule", "schedule", str),
+    ("--activation-checkpoint", "activation_checkpoint", str),
 ]
 
 
@@ -45,6 +46,7 @@ FIELD_HELP = {
     "device": "auto, cpu, cuda, cuda:N",
     "amp": "auto, none, bf16, fp16",
     "engine": "local or pipeline (under torchrun)",
+    "activation_checkpoint": "none, per-unit or per-stage:J (E2E): recompute activations in backward",
     "schedule": "cosine (default), paper-cos (the CIFAR recipes' warm-up rule), step or const",
 }
 

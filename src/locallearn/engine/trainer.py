@@ -18,7 +18,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from ..config import RunConfig
+from ..config import RunConfig, parse_activation_checkpoint
 from ..data.build import Loader, RunData, build_data
 from ..errors import ConfigError, TrainingError
 from ..methods import LocalLearner, build_learner, needs_stem_module, parse_method
@@ -26,7 +26,7 @@ from ..models import MODELS, build_backbone
 from ..profile.costs import inference_flops
 from ..profile.memory import held_for_backward
 from ..profile.provenance import code_version
-from ..split import split_model
+from ..split import resolve_cuts, split_model
 from .checkpoint import (
     CHECKPOINT,
     first_non_finite,
@@ -37,6 +37,7 @@ from .checkpoint import (
     write_text,
 )
 from .local import LocalEngine, StepStats, evaluate
+from .recompute import checkpoint_split
 from .schedule import lr_at
 
 # What the saved state and the data order depend on; everything else may change on --resume.
@@ -120,6 +121,11 @@ def build_model(
         dataset=cfg.dataset,
         input_shape=image_shape,
         stem_module=needs_stem_module(cfg.method, cfg.method_options),
+    )
+    checkpoint_split(
+        net,
+        *parse_activation_checkpoint(cfg.activation_checkpoint),
+        lambda j: resolve_cuts(backbone, j, cfg.split, arch=cfg.arch, dataset=cfg.dataset, costs=net.unit_costs),
     )
     learner = build_learner(
         cfg.method, net, num_classes=num_classes, mean=mean, std=std, options=cfg.method_options

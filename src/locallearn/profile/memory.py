@@ -4,6 +4,9 @@ The CPU memory convention: a stage holds the distinct storages autograd saves wh
 (parameters and buffers excluded: they are weights). The local engine frees them at the stage's backward,
 so while stage k runs the memory in use is its own saved storages, plus whatever earlier stages' graphs
 still hold (a cascade that keeps a graph across a boundary), plus the batch and the carry entering it.
+A stage with activation checkpointing holds its segments' inputs through the forward and, in backward, one
+segment's recomputed activations at a time: its figure is the largest set held at once, followed as graph
+nodes are freed.
 Liveness is observed, not assumed from the method's `window`: a storage counts as alive at stage k when a
 graph node still holds it as stage k starts.
 
@@ -36,11 +39,12 @@ def storage_sizes(tensors: Iterable[torch.Tensor]) -> dict[int, int]:
 class StageTrace:
     """One stage of one traced step. Bytes and FLOPs are for the whole batch."""
 
-    saved: dict[int, int]  # storage address -> bytes saved for backward while the stage ran
-    backbone_bytes: int  # the part of `saved` recorded by the end of the stage's backbone forward
+    saved: dict[int, int]  # storage address -> bytes, the largest set held for backward at once during the stage
+    backbone_bytes: int  # the part of `saved` that the stage's backbone forward (or its recomputation) saved
     alive_in: dict[int, int]  # earlier graphs' saved storages, the batch and the carry, alive as the stage starts
     flops: int  # forward FLOPs: the stage's backbone, aux nets and mechanisms
     backbone_flops: int  # forward FLOPs of the stage's backbone units alone
+    recompute_flops: int  # forward FLOPs rerun in backward by checkpointed segments
     cuda_peak_bytes: int | None  # max_memory_allocated over the stage (CUDA only, reset as it starts)
     allocated_bytes: int | None = None  # CPU: peak tensor bytes the step had allocated while the stage ran
 
@@ -94,7 +98,7 @@ class TracingEngine(LocalEngine):
         meter = SavedTensorMeter(exclude=[*learner.parameters(), *learner.buffers()])
         stage = learner.net.stages[k]
         marks: list[int] = []
-        handle = stage.register_forward_hook(lambda *_: marks.append(meter.bytes))
+        handle = stage.register_forward_hook(lambda *_: marks.append(meter.records))
         if cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         metered = not cuda and self.allocations
@@ -105,13 +109,18 @@ class TracingEngine(LocalEngine):
         finally:
             handle.remove()
         self._meters.append(meter)
+        peak = meter.peak()
+        # The backbone's part of the peak: what its forward saved, and what checkpointed segments of it saved
+        # again while recomputing in backward.
+        mark = marks[0] if marks else 0
         self.traces.append(
             StageTrace(
-                saved=dict(meter.storages),
-                backbone_bytes=marks[0] if marks else 0,
+                saved={ptr: held.bytes for ptr, held in peak.items()},
+                backbone_bytes=sum(h.bytes for h in peak.values() if h.order < mark or h.recomputed),
                 alive_in=alive,
                 flops=everything.flops,
                 backbone_flops=backbone.flops,
+                recompute_flops=everything.recompute_flops,
                 cuda_peak_bytes=torch.cuda.max_memory_allocated(self.device) if cuda else None,
             )
         )

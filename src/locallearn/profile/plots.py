@@ -34,7 +34,7 @@ def plot_vs_k(
         v = value(row)
         if v is None:
             continue
-        if row["method"] == "e2e":
+        if row["method"] == "e2e" and row.get("activation_checkpoint", "none") == "none":
             e2e.append(v)
         else:
             series[method_label(row)][row["K"]].append(v)

@@ -11,7 +11,8 @@ the gradients and the optimizer state (momentum buffers), all alive through the 
 - CUDA: peak = `torch.cuda.max_memory_allocated()` over the step, reset as each stage starts (the per-stage
   peaks); the step's peak is the largest of them.
 FLOPs: forward FLOPs counted by hooks on Conv2d/Linear (backbone and aux nets); a training step costs about
-3x its forward (backward = 2x), the same factor for every method, so ratios between methods are exact.
+3x its forward (backward = 2x), the same factor for every method, so ratios between methods are exact. The
+forward that activation checkpointing reruns in backward is added once (it has no backward of its own).
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def _stage_profile(engine: TracingEngine, k: int, trace: StageTrace, before: int
         held_bytes=trace.held_bytes,
         live_bytes=trace.live_bytes,
         peak_bytes=trace.cuda_peak_bytes if cuda else before + trace.allocated_bytes,
-        train_flops=BACKWARD_FACTOR * trace.flops // batch,
+        train_flops=(BACKWARD_FACTOR * trace.flops + trace.recompute_flops) // batch,
         aux_train_flops=BACKWARD_FACTOR * (trace.flops - trace.backbone_flops) // batch,
     )
 

@@ -23,7 +23,7 @@ from ..config import RunConfig, config_from_dict
 from ..engine.checkpoint import load_checkpoint
 from ..engine.trainer import CHECKPOINT, Trainer, resolve_device
 from ..errors import ConfigError
-from .compare import compare_runs, e2e_config, measure
+from .compare import compare_runs, e2e_config, is_reference, measure
 from .probe import input_spec
 from .provenance import provenance
 from .timing import interleaved_timings, throughput
@@ -32,7 +32,8 @@ from .timing import interleaved_timings, throughput
 def run_name(cfg: RunConfig) -> str:
     method = cfg.method.replace("+", "_").replace(":", "-")
     split = f"_{cfg.split}" if isinstance(cfg.split, str) and cfg.K > 1 else ""
-    return f"{cfg.dataset}_{cfg.arch.replace(':', '-')}_{method}_k{cfg.K}{split}_s{cfg.seed}"
+    recompute = "" if cfg.activation_checkpoint == "none" else f"_ac-{cfg.activation_checkpoint.replace(':', '')}"
+    return f"{cfg.dataset}_{cfg.arch.replace(':', '-')}_{method}_k{cfg.K}{split}{recompute}_s{cfg.seed}"
 
 
 def _identity(cfg: RunConfig) -> dict[str, Any]:
@@ -40,6 +41,7 @@ def _identity(cfg: RunConfig) -> dict[str, Any]:
         "method": cfg.method,
         "K": cfg.K,
         "split": cfg.split if cfg.K > 1 else None,
+        "activation_checkpoint": cfg.activation_checkpoint,
         "seed": cfg.seed,
         "arch": cfg.arch,
         "dataset": cfg.dataset,
@@ -210,7 +212,7 @@ def overhead(
     if len(shared) != 1:
         raise ConfigError(f"overhead compares runs of one backbone, dataset, batch and device; got {sorted(shared)}")
     reference = e2e_config(cfgs[0])
-    local = [c for c in cfgs if c.method != "e2e"]
+    local = [c for c in cfgs if not is_reference(c)]
     spec = input_spec(reference.dataset)
     timings = interleaved_timings([reference, *local], spec, steps=steps, rounds=rounds, warmup=warmup)
     flops = [measure(dataclasses.replace(c, batch_size=flops_batch), spec, 0).train_flops for c in [reference, *local]]

@@ -21,9 +21,12 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 
 
 def method_label(row: dict[str, Any]) -> str:
-    """The method, with its split when it is not the paper table (e.g. `infopro (balanced-memory)`)."""
-    split = row.get("split")
-    return f"{row['method']} ({split})" if split and split != "table" else row["method"]
+    """The method, with its split when it is not the paper table (e.g. `infopro (balanced-memory)`) and its
+    activation checkpointing if any (e.g. `e2e (checkpoint per-stage:4)`)."""
+    split, recompute = row.get("split"), row.get("activation_checkpoint", "none")
+    notes = [str(split)] if split and split != "table" else []
+    notes += [f"checkpoint {recompute}"] if recompute != "none" else []
+    return f"{row['method']} ({', '.join(notes)})" if notes else row["method"]
 
 
 def summary_table(rows: Sequence[dict[str, Any]]) -> str:
