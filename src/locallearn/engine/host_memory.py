@@ -6,7 +6,9 @@ process: a K-stage step whose stages use different tensor sizes keeps the freed 
 stage resident beside the live one (ResNet-32, K = 16, batch 1024: 0.7 GiB resident between steps, a third
 more at the peak). A fixed threshold sends every tensor of `THRESHOLD` bytes or more to its own mapping,
 returned when the tensor dies, so the resident size follows the tensors alive. Smaller blocks (parameters,
-small activations) stay on the heap, where reuse is cheap.
+small activations) stay on the heap, where reuse is cheap. The price is page faults on every such tensor,
+which made steps 2-3x slower at small batches on the machine of docs/results.md: hence a run setting
+(`return_freed_memory`), off by default.
 """
 
 from __future__ import annotations

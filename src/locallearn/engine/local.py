@@ -9,7 +9,6 @@ from typing import Any
 import torch
 
 from ..methods import Batch, Carry, LocalLearner, StageResult
-from .host_memory import return_freed_memory
 
 
 @dataclass
@@ -78,8 +77,6 @@ class LocalEngine:
         self.amp = amp
         self.scaler = scaler
         self.device = next(learner.parameters()).device
-        if self.device.type == "cpu":
-            return_freed_memory()
         self.stats = self._new_stats()
 
     def _new_stats(self) -> StepStats:
