@@ -186,8 +186,10 @@ def test_the_profile_counts_transients_that_nothing_saves():
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="the RSS meter reads Linux's /proc")
 def test_profile_agrees_with_the_resident_memory_of_a_fresh_process(capsys):
     """`--meter rss` runs the config and its E2E in new processes; the profile's step growth (optimizer state,
-    gradients, activations, transients) is within 10% of what the process's resident size grew by."""
+    gradients, activations, transients) is within 10% of what the process's resident size grew by, once freed
+    memory goes back to the OS (glibc's default keeps what earlier stages freed: about 1.5x here)."""
     args = ["profile", "--arch", "resnet8", "--method", "greedy", "--K", "2", "--batch-size", "384"]
+    args += ["--set", "return_freed_memory=true"]
     assert main([*args, "--device", "cpu", "--threads", "1", "--meter", "rss", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["rss_growth_bytes"] > 100 * 2**20  # large enough that the interpreter's own noise is small
