@@ -96,10 +96,11 @@ def tables(rows: list[dict]) -> str:
             memory.append(f"{100 * x['peak_bytes'] / e2e['peak_bytes']:.1f}%")
             body.append([r, x["run"], *memory, f"{seconds(x):.2f}", f"{seconds(x) / seconds(e2e):.2f}x"])
     headers = ["round", "run", "RSS built", "peak RSS", "peak / E2E's", "s / step", "step / E2E's"]
-    parts = [markdown_table(headers, body), ""]
+    parts = [markdown_table(headers, body)]
     breakdowns = [x for x in rows if x["kind"] == "breakdown"]
-    body = [[part, *(f"{x[part]:.2f}" for x in breakdowns)] for part in (*PARTS, "profiled step")]
-    parts.append(markdown_table(["seconds in one profiled step", *(x["run"] for x in breakdowns)], body))
+    if breakdowns:
+        body = [[part, *(f"{x[part]:.2f}" for x in breakdowns)] for part in (*PARTS, "profiled step")]
+        parts += ["", markdown_table(["seconds in one profiled step", *(x["run"] for x in breakdowns)], body)]
     return "\n".join(parts)
 
 
