@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..methods import parse_method
-from .predict import MemoryPredictor, StepModel, StepPrediction
+from .predict import MemoryPredictor, StepModel, StepPrediction, split_text
 
 BALANCED = "even-memory"  # the exact dynamic program over the bytes each unit holds for backward
 DEFAULT_MAX_K = 16
@@ -25,11 +25,6 @@ LIGHTER_AUX: tuple[dict[str, Any], ...] = (
     {"decoder": "imagenet"},
     {"aux_net": "0c1f", "decoder": "imagenet"},
 )
-
-
-def split_text(cuts: list[int]) -> str:
-    """Cut points as the `--split` value that reproduces them exactly."""
-    return "units:" + ",".join(str(c) for c in cuts) if cuts else "even-memory"
 
 
 @dataclass
