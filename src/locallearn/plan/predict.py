@@ -38,7 +38,7 @@ from ..profile.compare import measure
 from ..profile.costs import FlopCounter, SavedTensorMeter, UnitCost, measure_units, storage_key
 from ..profile.memory import storage_sizes
 from ..profile.probe import InputSpec
-from ..profile.step import BACKWARD_FACTOR, StepProfile
+from ..profile.step import BACKWARD_FACTOR
 from ..split import SplitNet, resolve_cuts, with_stem_module
 from .units import UnitMemory, measure_unit_memory
 
@@ -146,6 +146,7 @@ class StepPrediction:
     train_flops: int  # per image
     e2e_train_flops: int  # per image, the backbone alone
     flops_overhead: float
+    bound: bool = False  # the transients were not measured: the peak is a lower bound
 
     @property
     def static_bytes(self) -> int:
@@ -177,7 +178,7 @@ class StepModel:
     weights_bytes: int
     trainable_bytes: int  # grads, and the optimizer's momentum when there is one
     grads_through: list[int]  # per stage k: bytes of the gradients of stages 0..k
-    transient_ratios: list[float]  # per stage: transient bytes per byte held (live), measured at the largest fit
+    transient_ratios: list[float] | None  # per stage: transient bytes per byte held; None: not measured
     momentum: bool
     points: list[dict[str, list[tuple[int, float]]]]  # per stage, per component: (batch, bytes) x 3
     flops: list[tuple[int, int]]  # per stage: (forward FLOPs per image, of which outside the stage's units)
@@ -189,7 +190,8 @@ class StepModel:
         stages = []
         for k, (points, (flops, aux_flops)) in enumerate(zip(self.points, self.flops, strict=True)):
             part = {c: round(_quadratic(points[c], batch)) for c in COMPONENTS}
-            part["transient"] = round(self.transient_ratios[k] * sum(part.values()))
+            ratio = self.transient_ratios[k] if self.transient_ratios is not None else 0.0
+            part["transient"] = round(ratio * sum(part.values()))
             first, last = self.unit_ranges[k]
             stages.append(
                 StagePrediction(
@@ -221,6 +223,7 @@ class StepModel:
             train_flops=train_flops,
             e2e_train_flops=BACKWARD_FACTOR * self.e2e_flops,
             flops_overhead=train_flops / (BACKWARD_FACTOR * self.e2e_flops) - 1,
+            bound=self.transient_ratios is None,
         )
 
 
@@ -311,8 +314,9 @@ class MemoryPredictor:
             )
         return learner.to(self.extras_device).train()
 
-    def model(self, cuts: list[int]) -> StepModel:
-        """Price the configuration with these cut points: build it, measure its stages' extras, fit them."""
+    def model(self, cuts: list[int], *, transients: bool = True) -> StepModel:
+        """Price the configuration with these cut points: build it, measure its stages' extras, fit them.
+        `transients=False` leaves the transients out (no step is run): the prediction is then a lower bound."""
         learner = self.build(cuts)
         trainable: dict[int, torch.Tensor] = {}
         grads_through = []
@@ -328,47 +332,45 @@ class MemoryPredictor:
             learner.net.stages[k] = _StandIn(k, tuple(self.costs[last].out_shape), dtype, log)
         points: list[dict[str, list[tuple[int, float]]]] = [{c: [] for c in COMPONENTS} for _ in ranges]
         flops: list[tuple[int, int]] = []
-        ratios: list[float] = []
         for b in FIT_BATCHES:
             for k, parts, stage_flops in self._measure_stages(learner, b, exclude, log, ranges):
                 for c in COMPONENTS:
                     points[k][c].append((b, parts[c]))
                 if b == FIT_BATCHES[0]:
                     flops.append(stage_flops)
-                if b == FIT_BATCHES[-1]:
-                    ratios.append(self._transient_ratio(cuts, k, grads_through[k], sum(parts.values())))
-        return StepModel(
+        model = StepModel(
             method=self.cfg.method,
             cuts=list(cuts),
             unit_ranges=ranges,
             weights_bytes=sum(weights.values()),
             trainable_bytes=grads_through[-1],
             grads_through=grads_through,
-            transient_ratios=ratios,
+            transient_ratios=None,
             momentum=bool(self.cfg.momentum),
             points=points,
             flops=flops,
             e2e_flops=sum(c.flops for c in self.costs),
         )
+        return self.with_transients(model) if transients else model
 
-    def _transient_ratio(self, cuts: list[int], k: int, grads: int, live: float) -> float:
-        """Stage k's transients per byte it holds, from the profiler's measured peak at the largest fit batch.
+    def with_transients(self, model: StepModel) -> StepModel:
+        """`model` with each stage's transients per byte it holds, from the profiler's measured peak of the
+        configuration at the largest fit batch: a real step on the target device, as `locallearn profile` runs
+        it (the only part of a prediction that runs the model itself).
 
         The transients (gradients of activations, the backward's temporaries) scale with the activations they
         are made from, so a ratio carries them to any batch. At a batch this small the peak can fall where
         activations are already freed and gradients dominate: the ratio is then negative, and counted as 0.
         """
-        step = self._measured_step(tuple(cuts))
-        extra = step.stages[k].peak_bytes - step.weights_bytes - step.optimizer_bytes - grads - live
-        return max(extra, 0) / live if live else 0.0
-
-    @functools.lru_cache(maxsize=1)  # noqa: B019 -- one configuration at a time; the predictor lives as long
-    def _measured_step(self, cuts: tuple[int, ...]) -> StepProfile:
-        """The profiler's measurement of this configuration at the largest fit batch: a real step on the target
-        device, as `locallearn profile` runs it."""
-        batch = FIT_BATCHES[-1]
-        cfg = dataclasses.replace(self.cfg, K=len(cuts) + 1, split=split_text(list(cuts)), batch_size=batch)
-        return measure(dataclasses.replace(cfg, compile=False), self.spec)
+        b = FIT_BATCHES[-1]
+        cfg = dataclasses.replace(self.cfg, K=len(model.cuts) + 1, split=split_text(model.cuts), batch_size=b)
+        step = measure(dataclasses.replace(cfg, compile=False), self.spec)
+        ratios = []
+        for k, points in enumerate(model.points):
+            live = sum(points[c][-1][1] for c in COMPONENTS)  # held at batch b
+            extra = step.stages[k].peak_bytes - step.weights_bytes - step.optimizer_bytes - model.grads_through[k]
+            ratios.append(max(extra - live, 0) / live if live else 0.0)
+        return dataclasses.replace(model, transient_ratios=ratios)
 
     def _measure_stages(self, learner: LocalLearner, b: int, exclude, log: list[_Call], ranges):
         """Yield (k, bytes per component, (FLOPs/image, aux FLOPs/image)) for every stage at batch b."""
