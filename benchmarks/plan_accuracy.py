@@ -1,11 +1,13 @@
 """Predicted vs measured peak memory of one training step, over archs, K, methods (mechanisms included) and batches.
 
 Predicted: `locallearn plan`'s model (backbone measured once on small batches, every stage's extras priced from
-them). Measured: `locallearn profile`'s meter on a real step at the full batch (CPU: the bytes held for backward
-plus weights, grads and optimizer state; CUDA: peak allocated). Writes benchmarks/results/plan_accuracy_*.json,
-.csv and .md: one row per configuration with both peaks and the error (the JSON also has the seconds each took;
-`plan_speed.py` times queries). Every configuration stays under 2 GiB. Extra arguments: `--device cuda`,
-`--threads N`.
+them). Measured: `locallearn profile`'s meter on a real step at the full batch (CPU: the allocator's peak, what exists
+before the step plus the most tensor bytes it allocates at once; CUDA: peak allocated). For the configurations
+in RSS_CONFIGS (CPU) also the resident-memory growth of `profile --meter rss` (a fresh process per run) beside
+the predicted growth (the peak less the weights and the batch, what the RSS meter sees added).
+Writes benchmarks/results/plan_accuracy_*.json, .csv and .md: one row per configuration with both peaks and the
+error (the JSON also has the seconds each took; `plan_speed.py` times queries). Every configuration stays under
+2 GiB. Extra arguments: `--device cuda`, `--threads N`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from locallearn.plan.predict import MemoryPredictor
 from locallearn.profile.compare import measure
 from locallearn.profile.provenance import provenance
 from locallearn.profile.results import result_stem, write_results
+from locallearn.profile.rss import measure_rss
 from locallearn.profile.tables import format_bytes, markdown_table
 
 IMAGENET_AUX = {"aux_net": "imagenet", "decoder": "imagenet"}  # the ImageNet recipes' aux nets
@@ -52,9 +55,10 @@ CONFIGS = [
     ("resnet101", "imagenet", 224, "infopro:softmax", 2, 8, IMAGENET_AUX),
     ("resnet50", "imagenet", 128, "infopro", 4, 8, {}),
 ]
+RSS_CONFIGS = range(4)  # indices into CONFIGS: a fresh process each, seconds apiece
 
 
-def run_one(arch, dataset, size, method, k, batch, options: dict, extra: dict) -> dict:
+def run_one(arch, dataset, size, method, k, batch, options: dict, extra: dict, rss: bool) -> dict:
     flags = {"arch": arch, "dataset": dataset, "method": method, "K": k, "batch_size": batch, **extra}
     flags["method_options"] = options
     if k > 1:
@@ -69,6 +73,12 @@ def run_one(arch, dataset, size, method, k, batch, options: dict, extra: dict) -
     start = time.perf_counter()
     measured = measure(cfg, spec, warmup=1)
     measure_s = time.perf_counter() - start
+    growth = {}
+    if rss:
+        growth = {
+            "predicted_growth_bytes": predicted.peak_bytes - predicted.weights_bytes - measured.batch_bytes,
+            "rss_growth_bytes": measure_rss(cfg, size).growth_bytes,
+        }
     return {
         "arch": arch,
         "image_size": spec.image_shape[1],
@@ -83,13 +93,21 @@ def run_one(arch, dataset, size, method, k, batch, options: dict, extra: dict) -
         "measured_stage": measured.peak_stage,
         "predict_seconds": predict_s,
         "measure_seconds": measure_s,
+        **growth,
         "convention": measured.convention,
         "config": cfg.to_dict(),
     }
 
 
+def _growth(row: dict) -> str:
+    if "rss_growth_bytes" not in row:
+        return "-"
+    predicted, rss = row["predicted_growth_bytes"], row["rss_growth_bytes"]
+    return f"{format_bytes(predicted)} / {format_bytes(rss)} ({100 * (predicted / rss - 1):+.1f}%)"
+
+
 def table(rows: list[dict]) -> str:
-    headers = ["arch", "input", "method", "K", "batch", "predicted", "measured", "error"]
+    headers = ["arch", "input", "method", "K", "batch", "predicted", "measured", "error", "growth: predicted / RSS"]
     body = [
         [
             r["arch"],
@@ -100,6 +118,7 @@ def table(rows: list[dict]) -> str:
             format_bytes(r["predicted_peak_bytes"]),
             format_bytes(r["measured_peak_bytes"]),
             f"{100 * r['error']:+.2f}%",
+            _growth(r),
         ]
         for r in rows
     ]
@@ -115,8 +134,10 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     rows = []
-    for arch, dataset, size, method, k, batch, options in CONFIGS:
-        row = run_one(arch, dataset, size, method, k, batch, options, {"device": args.device, "threads": args.threads})
+    for i, (arch, dataset, size, method, k, batch, options) in enumerate(CONFIGS):
+        extra = {"device": args.device, "threads": args.threads}
+        rss = device.type == "cpu" and i in RSS_CONFIGS
+        row = run_one(arch, dataset, size, method, k, batch, options, extra, rss)
         rows.append({**row, **provenance(device)})
         print(f"{arch} {method} K={k} B={batch}: {100 * row['error']:+.2f}%", file=sys.stderr, flush=True)
     report = table(rows)

@@ -44,11 +44,12 @@ def measured_peak(method: str, k: int, batch: int, split: str | None) -> int:
     ],
 )
 def test_predicted_peak_matches_a_measured_step(method, k, batch):
-    # Predicted from batches of 2-4 and the unit table; measured on a real step at the full batch.
+    # Predicted from batches of 2-4 and the unit table; measured on a real step at the full batch, the
+    # allocator's peak (docs/design.md). The transients are carried from batch 4 by a ratio: within 3%.
     cfg = config(method, k, batch, "even-memory" if k > 1 else None)
     predicted = MemoryPredictor(cfg, run_spec(cfg)).predict(cfg.K, cfg.split, batch)
     measured = measure(cfg, run_spec(cfg))
-    assert predicted.peak_bytes == pytest.approx(measured.peak_bytes, rel=0.01)
+    assert predicted.peak_bytes == pytest.approx(measured.peak_bytes, rel=0.03)
     assert predicted.peak_stage == measured.peak_stage
     assert predicted.train_flops == measured.train_flops
 
@@ -66,21 +67,22 @@ def test_the_chosen_k_fits_when_measured_and_k_minus_one_does_not():
 
 
 def test_largest_batch_fits_and_one_more_does_not():
+    b8, b9 = (measured_peak("infopro", 2, batch, "even-memory") for batch in (8, 9))
+    budget = (b8 + b9) // 2  # between the measured peaks: the plan must be batch 8
     cfg = config("infopro", 2, 8)
-    budget = parse_size("120MiB")
     plan = largest_batch(MemoryPredictor(cfg, run_spec(cfg)), 2, "even-memory", budget)
-    assert plan.fits
+    assert plan.fits and plan.batch_size == 8
     assert plan.choice.prediction.peak_bytes <= budget < plan.previous.prediction.peak_bytes
     assert plan.previous.prediction.batch_size == plan.batch_size + 1
-    assert measured_peak("infopro", 2, plan.batch_size, "even-memory") <= budget * 1.01
+    assert b8 <= budget < b9
 
 
 def test_plan_json_answers_a_budget_query(capsys):
     args = ["plan", "--arch", "resnet32", "--method", "dgl", "--dataset", "cifar10", "--batch-size", "64"]
-    assert main([*args, "--budget", "40MiB", "--threads", "1", "--json"]) == 0
+    assert main([*args, "--budget", "48MiB", "--threads", "1", "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
     plan = answer["plan"]
-    assert answer["fits"] and answer["budget_bytes"] == 40 * 2**20
+    assert answer["fits"] and answer["budget_bytes"] == 48 * 2**20
     assert plan["peak_bytes"] <= answer["budget_bytes"] < answer["previous"]["peak_bytes"]
     assert answer["previous"]["K"] == plan["K"] - 1
     assert len(plan["stages"]) == plan["K"] and len(plan["cuts"]) == plan["K"] - 1

@@ -5,12 +5,16 @@ nets, mechanisms, the batch and the carries, is measured on small batches by run
 with the backbone stage replaced by a *stand-in*: a module that returns a fresh tensor of the stage's output
 shape and records the call. Every backbone stage that runs inside a local loss (the stage itself, a cascade
 re-running earlier ones) is a recorded call, priced from the unit table; everything else autograd saves is
-measured. Bytes are combined per storage under the CPU convention of `profile/step.py`:
+measured. Bytes are combined per storage into what stage k holds for backward (`live`: alive before stage k
+united with what it saves). The peak is the profiler's (`profile/step.py`, the allocator's on CPU):
 
-    peak = weights + grads + optimizer state + max_k |alive before stage k  U  saved by stage k|
+    peak = weights + optimizer state + max_k (grads of stages 0..k + live_k + transient_k)
 
-Each stage's activation, aux and alive-beside bytes are fitted in the batch size through three small batches
-(a quadratic: the contrastive loss holds B x B matrices) and evaluated at the requested batch.
+`transient_k` is what the allocator sees beyond those while stage k runs: gradients of activations, the
+backward's temporaries, outputs not yet consumed. It is the profiler's own measurement (`profile.compare.measure`)
+of the same configuration at the small batches, less the other terms predicted at those batches.
+Each stage's activation, aux, alive-beside and transient bytes are fitted in the batch size through three small
+batches (a quadratic: the contrastive loss holds B x B matrices) and evaluated at the requested batch.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from ..engine.local import autocast_context
 from ..engine.trainer import resolve_amp, resolve_device
 from ..methods import LocalLearner, MethodOptions, build_learner, needs_stem_module
 from ..models import build_backbone
+from ..profile.compare import measure
 from ..profile.costs import FlopCounter, SavedTensorMeter, UnitCost, measure_units, storage_key
 from ..profile.memory import storage_sizes
 from ..profile.probe import InputSpec
@@ -39,6 +44,11 @@ from .units import UnitMemory, measure_unit_memory
 
 FIT_BATCHES = (2, 3, 4)  # the smallest that BatchNorm allows; three, for the quadratic
 COMPONENTS = ("activation", "aux", "beside")
+
+
+def split_text(cuts: list[int]) -> str:
+    """Cut points as the `--split` value that reproduces them exactly."""
+    return "units:" + ",".join(str(c) for c in cuts) if cuts else "even-memory"
 
 
 @dataclass(frozen=True)
@@ -110,7 +120,9 @@ class StagePrediction:
     activation_bytes: int  # saved by the backbone units that run in the stage's loss (a cascade's included)
     aux_bytes: int  # saved by aux nets, mechanisms and the loss
     beside_bytes: int  # the batch and the carries, alive but not saved
-    peak_bytes: int  # static + activation + aux + beside
+    grads_bytes: int  # gradients of stages 0..k: allocated by their backwards, alive to the step's end
+    transient_bytes: int  # gradients of activations and the backward's temporaries at the stage's peak
+    peak_bytes: int  # weights + optimizer state + grads + activation + aux + beside + transient
     train_flops: int
     aux_train_flops: int
 
@@ -134,6 +146,7 @@ class StepPrediction:
     train_flops: int  # per image
     e2e_train_flops: int  # per image, the backbone alone
     flops_overhead: float
+    bound: bool = False  # the transients were not measured: the peak is a lower bound
 
     @property
     def static_bytes(self) -> int:
@@ -147,6 +160,7 @@ class StepPrediction:
             "backbone activations (the batch size)": s.activation_bytes,
             "the aux nets": s.aux_bytes,
             "the batch and carries": s.beside_bytes,
+            "the backward's transients": s.transient_bytes,
         }
         return max(parts, key=parts.__getitem__)
 
@@ -163,6 +177,8 @@ class StepModel:
     unit_ranges: list[tuple[int, int]]
     weights_bytes: int
     trainable_bytes: int  # grads, and the optimizer's momentum when there is one
+    grads_through: list[int]  # per stage k: bytes of the gradients of stages 0..k
+    transient_ratios: list[float] | None  # per stage: transient bytes per byte held; None: not measured
     momentum: bool
     points: list[dict[str, list[tuple[int, float]]]]  # per stage, per component: (batch, bytes) x 3
     flops: list[tuple[int, int]]  # per stage: (forward FLOPs per image, of which outside the stage's units)
@@ -171,10 +187,11 @@ class StepModel:
     def at(self, batch: int) -> StepPrediction:
         grads = self.trainable_bytes
         opt = self.trainable_bytes if self.momentum else 0
-        static = self.weights_bytes + grads + opt
         stages = []
         for k, (points, (flops, aux_flops)) in enumerate(zip(self.points, self.flops, strict=True)):
             part = {c: round(_quadratic(points[c], batch)) for c in COMPONENTS}
+            ratio = self.transient_ratios[k] if self.transient_ratios is not None else 0.0
+            part["transient"] = round(ratio * sum(part.values()))
             first, last = self.unit_ranges[k]
             stages.append(
                 StagePrediction(
@@ -183,7 +200,9 @@ class StepModel:
                     activation_bytes=part["activation"],
                     aux_bytes=part["aux"],
                     beside_bytes=part["beside"],
-                    peak_bytes=static + sum(part.values()),
+                    grads_bytes=self.grads_through[k],
+                    transient_bytes=part["transient"],
+                    peak_bytes=self.weights_bytes + opt + self.grads_through[k] + sum(part.values()),
                     train_flops=BACKWARD_FACTOR * flops,
                     aux_train_flops=BACKWARD_FACTOR * aux_flops,
                 )
@@ -204,6 +223,7 @@ class StepModel:
             train_flops=train_flops,
             e2e_train_flops=BACKWARD_FACTOR * self.e2e_flops,
             flops_overhead=train_flops / (BACKWARD_FACTOR * self.e2e_flops) - 1,
+            bound=self.transient_ratios is None,
         )
 
 
@@ -294,10 +314,15 @@ class MemoryPredictor:
             )
         return learner.to(self.extras_device).train()
 
-    def model(self, cuts: list[int]) -> StepModel:
-        """Price the configuration with these cut points: build it, measure its stages' extras, fit them."""
+    def model(self, cuts: list[int], *, transients: bool = True) -> StepModel:
+        """Price the configuration with these cut points: build it, measure its stages' extras, fit them.
+        `transients=False` leaves the transients out (no step is run): the prediction is then a lower bound."""
         learner = self.build(cuts)
-        trainable = {id(p): p for k in range(learner.num_stages) for p in learner.stage_parameters(k)}
+        trainable: dict[int, torch.Tensor] = {}
+        grads_through = []
+        for k in range(learner.num_stages):  # a module shared by two stages has one gradient
+            trainable.update((id(p), p) for p in learner.stage_parameters(k))
+            grads_through.append(sum(p.numel() * p.element_size() for p in trainable.values()))
         weights = storage_sizes([*learner.parameters(), *learner.buffers()])
         exclude = [*learner.parameters(), *learner.buffers()]
         log: list[_Call] = []
@@ -313,17 +338,39 @@ class MemoryPredictor:
                     points[k][c].append((b, parts[c]))
                 if b == FIT_BATCHES[0]:
                     flops.append(stage_flops)
-        return StepModel(
+        model = StepModel(
             method=self.cfg.method,
             cuts=list(cuts),
             unit_ranges=ranges,
             weights_bytes=sum(weights.values()),
-            trainable_bytes=sum(p.numel() * p.element_size() for p in trainable.values()),
+            trainable_bytes=grads_through[-1],
+            grads_through=grads_through,
+            transient_ratios=None,
             momentum=bool(self.cfg.momentum),
             points=points,
             flops=flops,
             e2e_flops=sum(c.flops for c in self.costs),
         )
+        return self.with_transients(model) if transients else model
+
+    def with_transients(self, model: StepModel) -> StepModel:
+        """`model` with each stage's transients per byte it holds, from the profiler's measured peak of the
+        configuration at the largest fit batch: a real step on the target device, as `locallearn profile` runs
+        it (the only part of a prediction that runs the model itself).
+
+        The transients (gradients of activations, the backward's temporaries) scale with the activations they
+        are made from, so a ratio carries them to any batch. At a batch this small the peak can fall where
+        activations are already freed and gradients dominate: the ratio is then negative, and counted as 0.
+        """
+        b = FIT_BATCHES[-1]
+        cfg = dataclasses.replace(self.cfg, K=len(model.cuts) + 1, split=split_text(model.cuts), batch_size=b)
+        step = measure(dataclasses.replace(cfg, compile=False), self.spec)
+        ratios = []
+        for k, points in enumerate(model.points):
+            live = sum(points[c][-1][1] for c in COMPONENTS)  # held at batch b
+            extra = step.stages[k].peak_bytes - step.weights_bytes - step.optimizer_bytes - model.grads_through[k]
+            ratios.append(max(extra - live, 0) / live if live else 0.0)
+        return dataclasses.replace(model, transient_ratios=ratios)
 
     def _measure_stages(self, learner: LocalLearner, b: int, exclude, log: list[_Call], ranges):
         """Yield (k, bytes per component, (FLOPs/image, aux FLOPs/image)) for every stage at batch b."""

@@ -8,7 +8,8 @@ from .search import Choice, Plan
 
 
 def stage_table(prediction: StepPrediction) -> str:
-    headers = ["stage", "units", "activations", "aux nets", "batch+carry", "predicted peak", "GFLOPs/img"]
+    headers = ["stage", "units", "activations", "aux nets", "batch+carry", "grads so far", "transients"]
+    headers += ["predicted peak", "GFLOPs/img"]
     body = [
         [
             s.stage,
@@ -16,6 +17,8 @@ def stage_table(prediction: StepPrediction) -> str:
             format_bytes(s.activation_bytes),
             format_bytes(s.aux_bytes),
             format_bytes(s.beside_bytes),
+            format_bytes(s.grads_bytes),
+            format_bytes(s.transient_bytes),
             format_bytes(s.peak_bytes),
             f"{s.train_flops / 1e9:.3f}",
         ]
@@ -26,7 +29,8 @@ def stage_table(prediction: StepPrediction) -> str:
 
 def _costs(prediction: StepPrediction) -> str:
     return (
-        f"weights + grads + optimizer state {format_bytes(prediction.static_bytes)}; training "
+        f"weights + optimizer state {format_bytes(prediction.weights_bytes + prediction.optimizer_bytes)}, all grads "
+        f"{format_bytes(prediction.grads_bytes)}; training "
         f"{prediction.train_flops / 1e9:.3f} GFLOPs/img, {100 * prediction.flops_overhead:+.1f}% over E2E"
     )
 

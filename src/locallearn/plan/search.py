@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..methods import parse_method
-from .predict import MemoryPredictor, StepModel, StepPrediction
+from .predict import MemoryPredictor, StepModel, StepPrediction, split_text
 
 BALANCED = "even-memory"  # the exact dynamic program over the bytes each unit holds for backward
 DEFAULT_MAX_K = 16
@@ -25,11 +25,6 @@ LIGHTER_AUX: tuple[dict[str, Any], ...] = (
     {"decoder": "imagenet"},
     {"aux_net": "0c1f", "decoder": "imagenet"},
 )
-
-
-def split_text(cuts: list[int]) -> str:
-    """Cut points as the `--split` value that reproduces them exactly."""
-    return "units:" + ",".join(str(c) for c in cuts) if cuts else "even-memory"
 
 
 @dataclass
@@ -79,12 +74,18 @@ def _cuts(predictor: MemoryPredictor, k: int) -> list[int] | None:
         return None
 
 
-def _price(predictor: MemoryPredictor, k: int, cuts: list[int], batch: int) -> Choice | None:
-    """The prediction for K = k, or None when the method cannot be built at this K (e.g. MLAAN below its window)."""
+def _price(
+    predictor: MemoryPredictor, k: int, cuts: list[int], batch: int, budget: float | None = None
+) -> Choice | None:
+    """The prediction for K = k, or None when the method cannot be built at this K (e.g. MLAAN below its window).
+    With `budget`, the transients (a small real step) are measured only where the bytes held fit it: otherwise
+    the held bytes, a lower bound of the peak (`prediction.bound`), already rule K out."""
     try:
-        model = predictor.model(cuts)
+        model = predictor.model(cuts, transients=False)
     except ConfigError:
         return None
+    if budget is None or model.at(batch).peak_bytes <= budget:
+        model = predictor.with_transients(model)
     return Choice(k, split_text(cuts), model.at(batch))
 
 
@@ -113,13 +114,14 @@ def smallest_k(
         bounds[k] = _lower_bound(predictor, cuts, batch)
         if bounds[k] > budget:
             continue
-        choice = _price(predictor, k, cuts, batch)
+        choice = _price(predictor, k, cuts, batch, budget)
         if choice is None:
             continue
         priced[k] = choice
         if choice.prediction.peak_bytes <= budget:
             previous = priced.get(k - 1)
-            if previous is None and k - 1 in bounds:  # ruled out by its bound: price it for the report
+            # Ruled out by a bound (the backbone's, or the held bytes'): price it in full for the report.
+            if (previous is None and k - 1 in bounds) or (previous is not None and previous.prediction.bound):
                 previous = _price(predictor, k - 1, predictor.cuts(k - 1, BALANCED), batch)
             plan = Plan(budget, batch, True, choice, previous, max_k=max_k)
             if suggest and previous is not None and _aux_in_the_way(previous.prediction, budget):
@@ -138,12 +140,17 @@ def _smallest_peak(
     predictor: MemoryPredictor, batch: int, bounds: dict[int, float], priced: dict[int, Choice]
 ) -> Choice | None:
     """Branch and bound over K: price in order of the lower bound, stop once no bound can beat the best.
-    What it prices joins `priced`."""
-    best: Choice | None = min(priced.values(), key=lambda c: c.prediction.peak_bytes, default=None)
-    for k in sorted(bounds, key=bounds.__getitem__):
-        if best is not None and bounds[k] >= best.prediction.peak_bytes:
+    What it prices joins `priced`; a choice priced without its transients is one more bound."""
+    lower = dict(bounds)
+    for k, c in priced.items():
+        if c.prediction.bound:
+            lower[k] = max(lower.get(k, 0.0), c.prediction.peak_bytes)
+    exact = [c for c in priced.values() if not c.prediction.bound]
+    best: Choice | None = min(exact, key=lambda c: c.prediction.peak_bytes, default=None)
+    for k in sorted(lower, key=lower.__getitem__):
+        if best is not None and lower[k] >= best.prediction.peak_bytes:
             break
-        if k in priced:
+        if k in priced and not priced[k].prediction.bound:
             continue
         choice = _price(predictor, k, predictor.cuts(k, BALANCED), batch)
         if choice is not None:
