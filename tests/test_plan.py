@@ -51,6 +51,8 @@ def test_predicted_peak_matches_a_measured_step(method, k, batch):
     measured = measure(cfg, run_spec(cfg))
     assert predicted.peak_bytes == pytest.approx(measured.peak_bytes, rel=0.03)
     assert predicted.peak_stage == measured.peak_stage
+    for ours, traced in zip(predicted.stages, measured.stages, strict=True):  # what the split decides: exact
+        assert ours.activation_bytes + ours.aux_bytes == pytest.approx(traced.held_bytes, rel=1e-3)
     assert predicted.train_flops == measured.train_flops
 
 
