@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from locallearn.cli import main
+from locallearn.profile.results import write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -23,3 +24,11 @@ def run(args: list[str]) -> int:
     argv = [*args, *sys.argv[1:]]
     print("$ locallearn " + shlex.join(argv), file=sys.stderr, flush=True)
     return main(argv)
+
+
+def publish(rows: list[dict], stem: str, table: str) -> list[Path]:
+    """Print the Markdown table and write the sweep's result files (JSON, CSV, Markdown) under RESULTS."""
+    print(table)
+    paths = write_results(rows, RESULTS, stem, table)
+    print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    return paths

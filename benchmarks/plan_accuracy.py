@@ -18,14 +18,14 @@ import time
 
 import torch
 
-from _run import RESULTS
+from _run import publish
 from locallearn.config import build_config
 from locallearn.engine.trainer import resolve_device
 from locallearn.plan.apply import run_spec
 from locallearn.plan.predict import MemoryPredictor
 from locallearn.profile.compare import measure
 from locallearn.profile.provenance import provenance
-from locallearn.profile.results import result_stem, write_results
+from locallearn.profile.results import result_stem
 from locallearn.profile.rss import measure_rss
 from locallearn.profile.tables import format_bytes, markdown_table
 
@@ -140,10 +140,7 @@ def main() -> int:
         row = run_one(arch, dataset, size, method, k, batch, options, extra, rss)
         rows.append({**row, **provenance(device)})
         print(f"{arch} {method} K={k} B={batch}: {100 * row['error']:+.2f}%", file=sys.stderr, flush=True)
-    report = table(rows)
-    print(report)
-    paths = write_results(rows, RESULTS, result_stem("plan_accuracy", device), report)
-    print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    publish(rows, result_stem("plan_accuracy", device), table(rows))
     return 0
 
 

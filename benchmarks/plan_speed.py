@@ -13,14 +13,14 @@ import time
 
 import torch
 
-from _run import RESULTS
+from _run import publish
 from locallearn.config import build_config
 from locallearn.engine.trainer import resolve_device
 from locallearn.plan.apply import run_spec
 from locallearn.plan.predict import MemoryPredictor
 from locallearn.plan.search import smallest_k
 from locallearn.profile.provenance import provenance
-from locallearn.profile.results import result_stem, write_results
+from locallearn.profile.results import result_stem
 from locallearn.profile.tables import format_bytes, markdown_table
 
 IMAGENET_AUX = {"aux_net": "imagenet", "decoder": "imagenet"}
@@ -84,10 +84,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     rows = [{**query(*q, args.device), **provenance(device)} for q in QUERIES]
-    report = table(rows)
-    print(report)
-    paths = write_results(rows, RESULTS, result_stem("plan_speed", device), report)
-    print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    publish(rows, result_stem("plan_speed", device), table(rows))
     return 0
 
 
