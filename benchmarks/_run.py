@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import sys
 from pathlib import Path
@@ -32,3 +33,15 @@ def publish(rows: list[dict], stem: str, table: str) -> list[Path]:
     paths = write_results(rows, RESULTS, stem, table)
     print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
     return paths
+
+
+def device_and_threads(doc: str) -> argparse.Namespace:
+    """Parse `--device` and `--threads` (applied to torch here), the only flags of the planner benchmarks."""
+    import torch
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    return args

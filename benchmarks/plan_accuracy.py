@@ -12,13 +12,10 @@ error (the JSON also has the seconds each took; `plan_speed.py` times queries). 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
-import torch
-
-from _run import publish
+from _run import device_and_threads, publish
 from locallearn.config import build_config
 from locallearn.engine.trainer import resolve_device
 from locallearn.plan.apply import run_spec
@@ -127,11 +124,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = device_and_threads(__doc__)
     device = resolve_device(args.device)
     rows = []
     for i, (arch, dataset, size, method, k, batch, options) in enumerate(CONFIGS):

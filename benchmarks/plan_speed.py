@@ -7,13 +7,10 @@ benchmarks/results/plan_speed_*.json, .csv and .md. Extra arguments: `--device c
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
-import torch
-
-from _run import publish
+from _run import device_and_threads, publish
 from locallearn.config import build_config
 from locallearn.engine.trainer import resolve_device
 from locallearn.plan.apply import run_spec
@@ -77,11 +74,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = device_and_threads(__doc__)
     device = resolve_device(args.device)
     rows = [{**query(*q, args.device), **provenance(device)} for q in QUERIES]
     publish(rows, result_stem("plan_speed", device), table(rows))
