@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,13 +37,7 @@ class StepStats:
 
     def as_dict(self) -> dict[str, Any]:
         """Tensors and plain data, as a checkpoint stores them (checkpoints are read with weights_only=True)."""
-        return {
-            "loss": self.loss,
-            "correct": self.correct,
-            "has_logits": list(self.has_logits),
-            "seen": self.seen,
-            "steps": self.steps,
-        }
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # the tensors are not copied
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StepStats:
