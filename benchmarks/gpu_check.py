@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from locallearn.provenance import provenance
 
 from _run import ROOT
 from locallearn.config import RunConfig, build_config
@@ -43,7 +44,6 @@ from locallearn.engine.trainer import resolve_device
 from locallearn.errors import ConfigError, LocalLearnError
 from locallearn.profile.compare import measure
 from locallearn.profile.probe import input_spec
-from locallearn.profile.provenance import provenance
 from locallearn.profile.results import result_stem, write_results
 from locallearn.profile.sweep import sweep
 from locallearn.profile.tables import markdown_table, sweep_table

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from locallearn.provenance import provenance
 
 from _run import RESULTS, recipe
 from locallearn.config import build_config
 from locallearn.engine.trainer import resolve_device
 from locallearn.profile.compare import compare_runs
 from locallearn.profile.probe import input_spec
-from locallearn.profile.provenance import provenance
 from locallearn.profile.results import result_stem, write_results
 from locallearn.profile.tables import MIB, markdown_table, method_label
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from locallearn.provenance import provenance
 
 from _run import RESULTS
 from locallearn.config import PipelineOptions, RunConfig, build_config
@@ -36,7 +37,6 @@ from locallearn.dist.groups import launch
 from locallearn.engine.local import LocalEngine
 from locallearn.engine.pipeline import build_pipeline_engine
 from locallearn.engine.trainer import build_model, build_optimizers
-from locallearn.profile.provenance import provenance
 from locallearn.profile.results import result_stem, write_results
 
 RANKS = 2

@@ -10,13 +10,14 @@ from __future__ import annotations
 import sys
 import time
 
+from locallearn.provenance import provenance
+
 from _run import device_and_threads, publish
 from locallearn.config import build_config
 from locallearn.engine.trainer import resolve_device
 from locallearn.plan.apply import run_spec
 from locallearn.plan.predict import MemoryPredictor
 from locallearn.plan.search import smallest_k
-from locallearn.profile.provenance import provenance
 from locallearn.profile.results import result_stem
 from locallearn.profile.tables import format_bytes, markdown_table
 

@@ -56,8 +56,8 @@ def breakdown_worker() -> None:
 
 def measure(args: argparse.Namespace, kinds: tuple[str, ...]) -> list[dict]:
     import torch
+    from locallearn.provenance import provenance
 
-    from locallearn.profile.provenance import provenance
     from locallearn.profile.rss import measure_rss
 
     torch.set_num_threads(args.threads)

@@ -184,7 +184,7 @@ def test_inference_parameters_grow_by_exactly_the_context_nodes():
 
 
 def test_inference_flops_grow_by_exactly_the_context_nodes():
-    from locallearn.profile.costs import inference_flops
+    from locallearn.measure.flops import inference_flops
 
     x = torch.randn(2, 3, 32, 32)
     plain = inference_flops(make_learner("greedy", k=K), x)

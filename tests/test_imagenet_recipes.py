@@ -19,10 +19,10 @@ from locallearn.cli import main
 from locallearn.config import build_config
 from locallearn.data.build import build_data
 from locallearn.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
-from locallearn.engine.schedule import lr_at
 from locallearn.errors import ConfigError
 from locallearn.methods import MethodOptions, build_learner
 from locallearn.models import build_backbone
+from locallearn.schedule import lr_at
 from locallearn.split import split_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "imagenet"

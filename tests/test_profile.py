@@ -15,11 +15,11 @@ from torch import nn
 from helpers import make_learner, random_batch
 from locallearn.cli import main
 from locallearn.config import build_config
+from locallearn.engine.traced import TracingEngine, held_for_backward
+from locallearn.measure.saved import SavedTensorMeter
 from locallearn.methods import Mechanism, MethodOptions, build_learner
 from locallearn.models import as_backbone
 from locallearn.profile.compare import compare_runs
-from locallearn.profile.costs import SavedTensorMeter
-from locallearn.profile.memory import TracingEngine, held_for_backward
 from locallearn.profile.probe import input_spec
 from locallearn.profile.step import profile_step
 from locallearn.split import split_model
@@ -150,7 +150,7 @@ def test_the_meter_leaves_no_reference_cycle_behind():
 
 
 def test_allocation_meter_follows_allocations_and_frees_by_hand():
-    from locallearn.profile.allocations import AllocationMeter
+    from locallearn.measure.allocations import AllocationMeter
 
     with AllocationMeter() as meter:
         with meter.window("a"):

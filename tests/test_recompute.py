@@ -15,12 +15,12 @@ from locallearn.cli import main
 from locallearn.config import build_config
 from locallearn.engine.local import LocalEngine
 from locallearn.engine.recompute import CheckpointedSequential, checkpoint_split
+from locallearn.engine.traced import TracingEngine
 from locallearn.engine.trainer import build_model, build_optimizers
 from locallearn.errors import ConfigError
+from locallearn.measure.saved import SavedTensorMeter
 from locallearn.methods import build_learner
 from locallearn.models import as_backbone
-from locallearn.profile.costs import SavedTensorMeter
-from locallearn.profile.memory import TracingEngine
 from locallearn.profile.step import profile_step
 from locallearn.split import split_model
 

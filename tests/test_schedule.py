@@ -7,8 +7,8 @@ import math
 import pytest
 
 from locallearn.config import RunConfig, validate
-from locallearn.engine.schedule import lr_at
 from locallearn.errors import ConfigError
+from locallearn.schedule import lr_at
 
 
 def test_paper_cos_is_the_cosine_with_the_ten_epoch_blend():

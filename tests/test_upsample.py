@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from locallearn.aux import Decoder
 from locallearn.aux.upsample import UpsampleConv2d, upsample_bilinear
-from locallearn.profile.costs import SavedTensorMeter
+from locallearn.measure.saved import SavedTensorMeter
 
 # (feature size, output size, channels): the ResNet-32/110 boundaries, a non-square case, a large ratio.
 CASES = [((8, 8), (32, 32), 64), ((16, 16), (32, 32), 32), ((16, 12), (32, 40), 5), ((7, 7), (56, 56), 3)]

@@ -21,9 +21,9 @@ from typing import Any
 import yaml
 
 from .aux import DECODERS, HEADS
-from .engine.schedule import RENAMED, SCHEDULES
 from .errors import ConfigError
 from .methods.options import MethodOptions
+from .schedule import RENAMED, SCHEDULES
 
 # Keys a recipe may carry for humans; they do not change the run.
 META_KEYS = ("reproduces", "notes", "paper")

@@ -27,8 +27,8 @@ from golden import (
 )
 from locallearn.config import build_config
 from locallearn.engine.local import LocalEngine
-from locallearn.engine.schedule import lr_at
 from locallearn.engine.trainer import build_model, build_optimizers
+from locallearn.schedule import lr_at
 
 
 class RecordingEngine(LocalEngine):

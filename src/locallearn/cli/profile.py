@@ -70,10 +70,10 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.trainer import resolve_device
     from ..profile.compare import compare_runs
     from ..profile.probe import input_spec
-    from ..profile.provenance import provenance
     from ..profile.results import result_stem, write_results
     from ..profile.rss import add_rss
     from ..profile.tables import profile_report
+    from ..provenance import provenance
 
     if args.warmup_steps < 0:
         raise ConfigError(f"--warmup-steps must be >= 0, got {args.warmup_steps}")

@@ -17,29 +17,13 @@ Gradients equal those of the plain network exactly: the same kernels run on the 
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
-
-_state = threading.local()
-
-
-def recomputing() -> bool:
-    """True while a checkpointed segment reruns its forward inside backward (meters count that apart)."""
-    return getattr(_state, "depth", 0) > 0
-
-
-@contextlib.contextmanager
-def _recomputation() -> Iterator[None]:
-    _state.depth = getattr(_state, "depth", 0) + 1
-    try:
-        yield
-    finally:
-        _state.depth -= 1
+from ..measure.phase import recomputation
 
 
 @contextlib.contextmanager
@@ -79,7 +63,7 @@ class _Recompute(torch.autograd.Function):
             # The buffers are put back after the gradient is taken: BN's backward checks that the running
             # statistics it saw have not been written since.
             with _buffers_kept(ctx.segment):
-                with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=autocast), _recomputation():
+                with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=autocast), recomputation():
                     y = ctx.segment(x)
                 wanted = [t for t, need in zip((x, *ctx.params), ctx.needs_input_grad[1:], strict=True) if need]
                 grads = iter(torch.autograd.grad(y, wanted, grad, allow_unused=True))

@@ -21,11 +21,11 @@ from tqdm.auto import tqdm
 from ..config import RunConfig, parse_activation_checkpoint
 from ..data.build import Loader, RunData, build_data
 from ..errors import ConfigError, TrainingError
+from ..measure.flops import inference_flops
 from ..methods import LocalLearner, build_learner, needs_stem_module, parse_method
 from ..models import MODELS, build_backbone
-from ..profile.costs import inference_flops
-from ..profile.memory import held_for_backward
-from ..profile.provenance import code_version
+from ..provenance import code_version
+from ..schedule import lr_at
 from ..split import resolve_cuts, split_model
 from .checkpoint import (
     CHECKPOINT,
@@ -39,7 +39,7 @@ from .checkpoint import (
 from .host_memory import return_freed_memory
 from .local import LocalEngine, StepStats, evaluate
 from .recompute import checkpoint_split
-from .schedule import lr_at
+from .traced import held_for_backward
 
 # What the saved state and the data order depend on; everything else may change on --resume.
 RESUME_MUST_MATCH = (

@@ -32,11 +32,12 @@ from torch import nn
 from ..config import RunConfig
 from ..engine.local import autocast_context
 from ..engine.trainer import resolve_amp, resolve_device
+from ..measure.flops import FlopCounter
+from ..measure.saved import SavedTensorMeter, storage_key, storage_sizes
+from ..measure.units import UnitCost, measure_units
 from ..methods import LocalLearner, MethodOptions, build_learner, needs_stem_module
 from ..models import build_backbone
 from ..profile.compare import measure
-from ..profile.costs import FlopCounter, SavedTensorMeter, UnitCost, measure_units, storage_key
-from ..profile.memory import storage_sizes
 from ..profile.probe import InputSpec
 from ..profile.step import BACKWARD_FACTOR
 from ..split import SplitNet, resolve_cuts, with_stem_module
@@ -396,7 +397,7 @@ class MemoryPredictor:
         every split in which stage k looks the same (same modules, same carry)."""
         log.clear()
         meter = _KeepingMeter(exclude=exclude)
-        with meter, FlopCounter(learner) as counter, self.amp():
+        with meter, FlopCounter() as counter, self.amp():
             result = learner.train_stage(k, carry, batch)
         roles: dict[int, str] = {}
         sizes: dict[str, int] = {}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..profile.costs import SavedTensorMeter, storage_key
+from ..measure.saved import SavedTensorMeter, storage_key
 
 SMALL_BATCHES = (2, 4)  # BatchNorm in training needs more than one sample
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..engine.local import LocalEngine
-from .allocations import cpu_profiler
+from ..measure.allocations import cpu_profiler
 
 PARTS = ("backbone forward", "backbone backward", "aux heads", "decoders", "losses", "optimizer", "python overhead")
 _PREFIX = "locallearn:"

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 
 from ..config import RunConfig
+from ..engine.traced import TracingEngine
 from ..engine.trainer import resolve_device
 from ..methods import MethodOptions
-from .memory import TracingEngine
 from .probe import InputSpec, build_engine, synthetic_batch
 from .step import StepProfile, profile_step
 

@@ -14,7 +14,7 @@ import torch
 
 from ..engine.checkpoint import write_text
 from ..errors import ConfigError
-from .provenance import hardware_tag
+from ..provenance import hardware_tag
 
 
 def result_stem(bench: str, device: torch.device) -> str:

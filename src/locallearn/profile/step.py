@@ -22,8 +22,9 @@ from typing import Any
 
 import torch
 
-from .costs import inference_flops
-from .memory import StageTrace, TracingEngine, storage_sizes
+from ..engine.traced import StageTrace, TracingEngine
+from ..measure.flops import inference_flops
+from ..measure.saved import storage_sizes
 
 BACKWARD_FACTOR = 3  # forward + backward ~ 3 x forward
 

@@ -23,9 +23,9 @@ from ..config import RunConfig, config_from_dict
 from ..engine.checkpoint import load_checkpoint
 from ..engine.trainer import CHECKPOINT, Trainer, resolve_device
 from ..errors import ConfigError
+from ..provenance import provenance
 from .compare import compare_runs, e2e_config, is_reference, measure
 from .probe import input_spec
-from .provenance import provenance
 from .timing import interleaved_timings, throughput
 
 

@@ -1,77 +1,17 @@
-"""Per-unit costs measured by one dummy forward: output shape, parameters, FLOPs, bytes saved for backward.
+"""Bytes autograd saves for backward, deduplicated by storage: the activation memory a graph holds.
 
-FLOPs count 2 x multiply-accumulates of convolutions and linear layers (the usual convention; BN, ReLU and
-pooling are ignored). Saved bytes are the storages autograd keeps for backward, deduplicated by storage,
-for a training-mode forward: the activation memory a unit holds until its backward runs.
+Parameters and buffers are weights, not activations: a meter is told to skip their storages.
 """
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from torch import nn
 
-from ..engine.recompute import recomputing
-
-
-@dataclass(frozen=True)
-class UnitCost:
-    out_shape: tuple[int, ...]  # per sample, e.g. (C, H, W)
-    params: int
-    flops: int  # forward FLOPs per sample
-    saved_bytes: int  # bytes saved for backward per sample (training mode)
-
-
-class FlopCounter:
-    """Context manager summing the forward FLOPs of the Conv2d and Linear layers under `roots`.
-
-    Counted with forward hooks, so it sees exactly the calls made (a module run twice counts twice) and works
-    for any model built from standard layers; the forward a checkpointed segment reruns in backward is summed
-    apart, in `recompute_flops`. FLOPs are for the whole batch; divide by its size per sample.
-    """
-
-    def __init__(self, *roots: nn.Module) -> None:
-        self._modules = list({id(m): m for root in roots for m in root.modules()}.values())
-        self.flops = 0
-        self.recompute_flops = 0  # forward FLOPs rerun inside backward by checkpointed segments
-
-    def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        if isinstance(module, nn.Conv2d):
-            kh, kw = module.kernel_size
-            macs = out.numel() * (module.in_channels // module.groups) * kh * kw
-        elif isinstance(module, nn.Linear):
-            macs = out.numel() * module.in_features
-        else:
-            return
-        if recomputing():
-            self.recompute_flops += 2 * macs
-        else:
-            self.flops += 2 * macs
-
-    def __enter__(self) -> FlopCounter:
-        self._handles = [m.register_forward_hook(self._hook) for m in self._modules]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for handle in self._handles:
-            handle.remove()
-
-
-def inference_flops(learner: nn.Module, x: torch.Tensor) -> int:
-    """Forward FLOPs per image of the deployed network on `x` (B, C, H, W): the backbone plus the modules a
-    mechanism keeps at inference (`learner.inference_modules`, e.g. ContSup's context nodes), no aux nets."""
-    training = learner.training
-    learner.eval()  # eval mode: BN statistics are not touched
-    try:
-        with torch.no_grad(), FlopCounter(learner.net, *learner.inference_modules) as counter:
-            learner(x)
-    finally:
-        learner.train(training)
-    return counter.flops // x.shape[0]
+from .phase import recomputing
 
 
 def storage_key(t: torch.Tensor) -> int:
@@ -180,32 +120,6 @@ class SavedTensorMeter:
         self._ctx.__exit__(*exc)
 
 
-def measure_units(units: nn.ModuleList, input_shape: tuple[int, ...], batch: int = 2) -> list[UnitCost]:
-    """Run a dummy batch through `units` in training mode and measure each one.
-
-    BN running statistics are restored afterwards, so measuring does not change the model.
-    """
-    snapshots = [{k: v.clone() for k, v in u.state_dict().items()} for u in units]
-    modes = [u.training for u in units]
-    device = next((p.device for p in units.parameters()), torch.device("cpu"))
-    x = torch.randn(batch, *input_shape, device=device)
-    costs: list[UnitCost] = []
-    for unit in units:
-        unit.train()
-        params = list(unit.parameters())
-        x = x.detach().requires_grad_(True)
-        with SavedTensorMeter(exclude=params) as meter, FlopCounter(unit) as counter:
-            out = unit(x)
-        costs.append(
-            UnitCost(
-                out_shape=tuple(out.shape[1:]),
-                params=sum(p.numel() for p in params),
-                flops=counter.flops // batch,
-                saved_bytes=meter.bytes // batch,
-            )
-        )
-        x = out
-    for unit, snap, mode in zip(units, snapshots, modes, strict=True):
-        unit.load_state_dict(snap)
-        unit.train(mode)
-    return costs
+def storage_sizes(tensors: Iterable[torch.Tensor]) -> dict[int, int]:
+    """`storage_key` -> bytes of the distinct storages behind `tensors`."""
+    return {storage_key(t): t.untyped_storage().nbytes() for t in tensors}

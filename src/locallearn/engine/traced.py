@@ -1,4 +1,5 @@
-"""A training step traced stage by stage: what each stage holds for backward, and what is alive beside it.
+"""A local engine that traces its steps stage by stage through its `stage_scope` seam, with the meters of
+`measure`: what each stage holds for backward, and what is alive beside it.
 
 The CPU memory convention: a stage holds the distinct storages autograd saves while its local loss is built
 (parameters and buffers excluded: they are weights). The local engine frees them at the stage's backward,
@@ -18,21 +19,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ..engine.local import LocalEngine
+from ..measure.allocations import AllocationMeter
+from ..measure.flops import FlopCounter
+from ..measure.saved import SavedTensorMeter, storage_sizes
 from ..methods import Batch, Carry, LocalLearner
-from .allocations import AllocationMeter
-from .costs import FlopCounter, SavedTensorMeter, storage_key
-
-
-def storage_sizes(tensors: Iterable[torch.Tensor]) -> dict[int, int]:
-    """`storage_key` -> bytes of the distinct storages behind `tensors`."""
-    return {storage_key(t): t.untyped_storage().nbytes() for t in tensors}
+from .local import LocalEngine
 
 
 @dataclass
@@ -97,17 +94,30 @@ class TracingEngine(LocalEngine):
             alive.update(meter.alive())
         meter = SavedTensorMeter(exclude=[*learner.parameters(), *learner.buffers()])
         stage = learner.net.stages[k]
+        counter = FlopCounter()
+        # As each call of the stage's backbone forward starts: FLOPs so far; as it ends: storages and FLOPs so far.
+        starts: list[int] = []
         marks: list[int] = []
-        handle = stage.register_forward_hook(lambda *_: marks.append(meter.records))
+        ends: list[int] = []
+
+        def ended(*_: object) -> None:  # a forward hook returning anything else would replace the output
+            marks.append(meter.records)
+            ends.append(counter.flops)
+
+        handles = [
+            stage.register_forward_pre_hook(lambda *_: starts.append(counter.flops)),
+            stage.register_forward_hook(ended),
+        ]
         if cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         metered = not cuda and self.allocations
         window = self._allocations.window(f"stage {k}") if metered else contextlib.nullcontext()
         try:
-            with window, meter, FlopCounter(learner) as everything, FlopCounter(stage) as backbone:
+            with window, meter, counter:
                 yield
         finally:
-            handle.remove()
+            for handle in handles:
+                handle.remove()
         self._meters.append(meter)
         peak = meter.peak()
         # The backbone's part of the peak: what its forward saved, and what checkpointed segments of it saved
@@ -118,9 +128,9 @@ class TracingEngine(LocalEngine):
                 saved={ptr: held.bytes for ptr, held in peak.items()},
                 backbone_bytes=sum(h.bytes for h in peak.values() if h.order < mark or h.recomputed),
                 alive_in=alive,
-                flops=everything.flops,
-                backbone_flops=backbone.flops,
-                recompute_flops=everything.recompute_flops,
+                flops=counter.flops,
+                backbone_flops=sum(end - start for start, end in zip(starts, ends, strict=True)),
+                recompute_flops=counter.recompute_flops,
                 cuda_peak_bytes=torch.cuda.max_memory_allocated(self.device) if cuda else None,
             )
         )
