@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from locallearn.provenance import provenance
 
 from _run import ROOT
 from locallearn.config import RunConfig, build_config
@@ -48,6 +47,7 @@ from locallearn.profile.results import result_stem, write_results
 from locallearn.profile.sweep import sweep
 from locallearn.profile.tables import markdown_table, sweep_table
 from locallearn.profile.timing import interleaved_timings, throughput
+from locallearn.provenance import provenance
 
 # The activation-checkpointing baseline (InfoPro Table 3's "GC" row: 3.91 GB, +27.5% wall time): the `--set`
 # override that turns the E2E recipe into checkpointed E2E, every residual block recomputed in backward.

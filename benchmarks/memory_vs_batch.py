@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from locallearn.provenance import provenance
 
 from _run import RESULTS, recipe
 from locallearn.config import build_config
@@ -28,6 +27,7 @@ from locallearn.profile.compare import compare_runs
 from locallearn.profile.probe import input_spec
 from locallearn.profile.results import result_stem, write_results
 from locallearn.profile.tables import MIB, markdown_table, method_label
+from locallearn.provenance import provenance
 
 BATCHES = (32, 64, 128, 256, 512, 1024)
 

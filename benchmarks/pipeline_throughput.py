@@ -28,7 +28,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from locallearn.provenance import provenance
 
 from _run import RESULTS
 from locallearn.config import PipelineOptions, RunConfig, build_config
@@ -38,6 +37,7 @@ from locallearn.engine.local import LocalEngine
 from locallearn.engine.pipeline import build_pipeline_engine
 from locallearn.engine.trainer import build_model, build_optimizers
 from locallearn.profile.results import result_stem, write_results
+from locallearn.provenance import provenance
 
 RANKS = 2
 

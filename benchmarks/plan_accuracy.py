@@ -15,8 +15,6 @@ from __future__ import annotations
 import sys
 import time
 
-from locallearn.provenance import provenance
-
 from _run import device_and_threads, publish
 from locallearn.config import build_config
 from locallearn.engine.trainer import resolve_device
@@ -26,6 +24,7 @@ from locallearn.profile.compare import measure
 from locallearn.profile.results import result_stem
 from locallearn.profile.rss import measure_rss
 from locallearn.profile.tables import format_bytes, markdown_table
+from locallearn.provenance import provenance
 
 IMAGENET_AUX = {"aux_net": "imagenet", "decoder": "imagenet"}  # the ImageNet recipes' aux nets
 # (arch, dataset, image size, method, K, batch, method options); split: the memory-balanced DP for K > 1.

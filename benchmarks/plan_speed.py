@@ -10,8 +10,6 @@ from __future__ import annotations
 import sys
 import time
 
-from locallearn.provenance import provenance
-
 from _run import device_and_threads, publish
 from locallearn.config import build_config
 from locallearn.engine.trainer import resolve_device
@@ -20,6 +18,7 @@ from locallearn.plan.predict import MemoryPredictor
 from locallearn.plan.search import smallest_k
 from locallearn.profile.results import result_stem
 from locallearn.profile.tables import format_bytes, markdown_table
+from locallearn.provenance import provenance
 
 IMAGENET_AUX = {"aux_net": "imagenet", "decoder": "imagenet"}
 QUERIES = [  # (arch, dataset, method, batch, method options)

@@ -56,9 +56,9 @@ def breakdown_worker() -> None:
 
 def measure(args: argparse.Namespace, kinds: tuple[str, ...]) -> list[dict]:
     import torch
-    from locallearn.provenance import provenance
 
     from locallearn.profile.rss import measure_rss
+    from locallearn.provenance import provenance
 
     torch.set_num_threads(args.threads)
     flags = {"batch_size": args.batch_size, "device": "cpu", "threads": args.threads}
