@@ -1,4 +1,5 @@
-"""Shared by the benchmark scripts: run one `locallearn` command, echoing it so every result says what made it."""
+"""Shared by the benchmark scripts: run one `locallearn` command or sweep, echoing it so every result says what
+made it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
+import sweep
 from locallearn.cli import main
 from locallearn.profile.results import write_results
 
@@ -25,6 +27,13 @@ def run(args: list[str]) -> int:
     argv = [*args, *sys.argv[1:]]
     print("$ locallearn " + shlex.join(argv), file=sys.stderr, flush=True)
     return main(argv)
+
+
+def run_sweep(args: list[str]) -> int:
+    """Run `python benchmarks/sweep.py <args> <this script's own arguments>`, printing the command."""
+    argv = [*args, *sys.argv[1:]]
+    print("$ python benchmarks/sweep.py " + shlex.join(argv), file=sys.stderr, flush=True)
+    return sweep.main(argv)
 
 
 def publish(rows: list[dict], stem: str, table: str) -> list[Path]:

@@ -2,9 +2,9 @@
 
 ResNet-32, CIFAR-10 shapes: E2E, E2E with activation checkpointing (per unit, and per stage of the local
 methods' K = 4 and K = 16 splits), Greedy SL, DGL and InfoPro at K = 4 and 16 (the papers' recipes). Step time
-is timed as `locallearn bench --mode overhead` does: every configuration in one process on one synthetic batch,
-in alternating rounds after a warm-up. The table gives the median step (the basis of images/s and of the wall
-overhead) and the fastest one, the least disturbed by other jobs on a shared machine. Peak memory is
+is timed as `python benchmarks/sweep.py --mode overhead` does: every configuration in one process on one
+synthetic batch, in alternating rounds after a warm-up. The table gives the median step (the basis of images/s
+and of the wall overhead) and the fastest one, the least disturbed by other jobs on a shared machine. Peak memory is
 `locallearn profile`'s. Accuracy is not trained again: it is read from the one-epoch full-training-set result
 file (batch 128, `benchmarks/one_epoch_cpu.py --train-limit 50000`), and checkpointed E2E has E2E's by
 construction: its training is bit-identical (tests/test_recompute.py). Writes
@@ -24,12 +24,12 @@ from typing import Any
 import torch
 
 from _run import RESULTS, recipe
+from _sweep import overhead
 from locallearn.config import RunConfig, build_config
 from locallearn.engine.trainer import resolve_device
 from locallearn.profile.compare import compare_runs
 from locallearn.profile.probe import input_spec
 from locallearn.profile.results import result_stem, write_results
-from locallearn.profile.sweep import overhead
 from locallearn.profile.tables import format_bytes, markdown_table, method_label
 
 ACCURACY = RESULTS / "one_epoch_resnet32_n50000_cpu1_202611.json"

@@ -37,6 +37,8 @@ from typing import Any
 import torch
 
 from _run import ROOT
+from _sweep import sweep
+from _tables import sweep_table
 from locallearn.config import RunConfig, build_config
 from locallearn.data import load_dataset
 from locallearn.engine.trainer import resolve_device
@@ -44,8 +46,7 @@ from locallearn.errors import ConfigError, LocalLearnError
 from locallearn.profile.compare import measure
 from locallearn.profile.probe import input_spec
 from locallearn.profile.results import result_stem, write_results
-from locallearn.profile.sweep import sweep
-from locallearn.profile.tables import markdown_table, sweep_table
+from locallearn.profile.tables import markdown_table
 from locallearn.profile.timing import interleaved_timings, throughput
 from locallearn.provenance import provenance
 

@@ -19,7 +19,7 @@ import sys
 
 import yaml
 
-from _run import RESULTS, recipe, run
+from _run import RESULTS, recipe, run_sweep
 
 OBJECTIVES = ("greedy", "dgl", "infopro")
 MECHANISMS = ("", "+contsup:R1E", "+man", "+man++", "+mlaan")
@@ -38,15 +38,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--K", type=int, nargs="*", default=[16, 8])
     parser.add_argument("--train-limit", type=int, default=4000)
-    known, sys.argv[1:] = parser.parse_known_args()  # the others go to `locallearn bench`
+    known, sys.argv[1:] = parser.parse_known_args()  # the others go to benchmarks/sweep.py
     images = known.train_limit
     for k in known.K:
-        args = ["bench", "--arch", "resnet32", "--dataset", "cifar10", "--method", METHODS, "--K", str(k), *BUDGET]
+        args = ["--arch", "resnet32", "--dataset", "cifar10", "--method", METHODS, "--K", str(k), *BUDGET]
         args += ["--train-limit", str(images), "--test-limit", str(2000 if images == 4000 else 10000)]
         args += ["--schedule", "const", "--threads", "1", "--set", "warmup_epochs=0", "--set", "checkpoint_every=50"]
         args += [*lambdas(k), "--no-progress"]
         name = f"mechanisms_resnet32_k{k}" + ("" if images == 4000 else f"_n{images}")
-        code = run([*args, "--out", str(RESULTS), "--name", name])
+        code = run_sweep([*args, "--out", str(RESULTS), "--name", name])
         if code:
             return code
     return 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _run import RESULTS, recipe, run
+from _run import RESULTS, recipe, run_sweep
 
 RECIPES = [recipe("cifar10/resnet32_e2e.yaml")] + [
     recipe(f"cifar10/resnet32_{m}_k{k}.yaml") for m in ("greedy", "dgl", "infopro") for k in (4, 16)
@@ -35,8 +35,8 @@ BUDGET = [
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-limit", type=int, default=10000)
-    known, sys.argv[1:] = parser.parse_known_args()  # the others go to `locallearn bench`
+    known, sys.argv[1:] = parser.parse_known_args()  # the others go to benchmarks/sweep.py
     name = "one_epoch_resnet32" + ("" if known.train_limit == 10000 else f"_n{known.train_limit}")
-    args = ["bench", "--config", *RECIPES, *BUDGET, "--train-limit", str(known.train_limit)]
+    args = ["--config", *RECIPES, *BUDGET, "--train-limit", str(known.train_limit)]
     args += ["--set", "warmup_epochs=0", "--no-progress"]
-    sys.exit(run([*args, "--out", str(RESULTS), "--name", name]))
+    sys.exit(run_sweep([*args, "--out", str(RESULTS), "--name", name]))

@@ -1,19 +1,25 @@
-"""`locallearn bench` end to end on a tiny config, its result files and their provenance, and timing."""
+"""benchmarks/sweep.py end to end on a tiny config, its result files and their provenance, and timing."""
 
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import sys
+from pathlib import Path
 
 import torch
 
-from helpers import make_learner, random_batch
-from locallearn.cli import build_parser, main
-from locallearn.cli.profile import expand_configs
-from locallearn.engine.local import LocalEngine
-from locallearn.profile.plots import plot_vs_k
-from locallearn.profile.timing import time_steps
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))  # the benchmarks import each other
+
+import _sweep as sweep_module  # noqa: E402
+from _plots import plot_vs_k  # noqa: E402
+from helpers import make_learner, random_batch  # noqa: E402
+from locallearn.cli import main as locallearn  # noqa: E402
+from locallearn.cli.profile import expand_configs  # noqa: E402
+from locallearn.engine.local import LocalEngine  # noqa: E402
+from locallearn.profile.timing import time_steps  # noqa: E402
+from sweep import build_parser, main  # noqa: E402
 
 TINY = ["--arch", "resnet8", "--dataset", "cifar10-sample", "--batch-size", "8", "--device", "cpu"]
 FAST = ["--steps", "1", "--warmup-steps", "1", "--no-progress"]
@@ -21,7 +27,7 @@ PROVENANCE = ("git_sha", "git_dirty", "torch", "device", "device_name", "time_ut
 
 
 def test_sweep_expands_methods_k_and_seeds_once_each():
-    args = build_parser().parse_args(["bench", "--method", "e2e,greedy", "--K", "2,4", "--seed", "0,1"])
+    args = build_parser().parse_args(["--method", "e2e,greedy", "--K", "2,4", "--seed", "0,1"])
     assert isinstance(args, argparse.Namespace)
     cfgs = expand_configs(args, seeds=args.seed)
     assert sorted((c.method, c.K, c.seed) for c in cfgs) == [
@@ -31,7 +37,7 @@ def test_sweep_expands_methods_k_and_seeds_once_each():
 
 def test_bench_sweep_end_to_end_writes_results_with_provenance(tmp_path, capsys):
     args = ["--method", "e2e,greedy", "--K", "2", "--epochs", "1", "--train-limit", "32", "--test-limit", "16"]
-    assert main(["bench", *TINY, *args, *FAST, "--out", str(tmp_path), "--name", "tiny"]) == 0
+    assert main([*TINY, *args, *FAST, "--out", str(tmp_path), "--name", "tiny"]) == 0
     table = capsys.readouterr().out
     assert "| greedy | 2 | 1 |" in table and "| s / epoch |" in table and "| theor. overhead |" in table
     (json_file,) = tmp_path.glob("tiny_cpu*_*.json")
@@ -52,7 +58,7 @@ def test_bench_sweep_end_to_end_writes_results_with_provenance(tmp_path, capsys)
 
 def test_bench_overhead_mode_times_every_method_against_e2e(tmp_path, capsys):
     args = ["--mode", "overhead", "--method", "greedy,dgl", "--K", "2", "--rounds", "1", "--out", str(tmp_path)]
-    assert main(["bench", *TINY, *args, *FAST]) == 0
+    assert main([*TINY, *args, *FAST]) == 0
     assert "wall overhead" in capsys.readouterr().out
     (json_file,) = tmp_path.glob("overhead_cpu*_*.json")
     rows = json.loads(json_file.read_text())
@@ -60,6 +66,12 @@ def test_bench_overhead_mode_times_every_method_against_e2e(tmp_path, capsys):
     assert rows[0]["wall_overhead"] == 0.0 and rows[0]["flops_overhead"] == 0.0
     assert rows[2]["flops_overhead"] > rows[1]["flops_overhead"] >= 0  # DGL's MLP-SR head costs more than 0c1f
     assert all(r["torch"] == torch.__version__ and r["git_sha"] for r in rows)
+
+
+def test_locallearn_bench_names_the_command_that_replaced_it(capsys):
+    assert locallearn(["bench", "--method", "greedy", "--K", "2,4"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.endswith("run `python benchmarks/sweep.py --method greedy --K 2,4`") and "\n" not in error
 
 
 def test_time_steps_excludes_warmup_and_times_each_step():
@@ -77,14 +89,14 @@ def test_plot_needs_something_to_draw(tmp_path):
 
 
 def test_a_stopped_sweep_reuses_finished_runs_and_resumes_the_interrupted_one(tmp_path):
+    from _sweep import run_name, train_or_reuse
     from locallearn.cli.profile import expand_configs as expand
-    from locallearn.profile.sweep import run_name, train_or_reuse
 
-    args = ["bench", *TINY, "--method", "greedy", "--K", "2", "--train-limit", "32", "--test-limit", "16"]
+    args = [*TINY, "--method", "greedy", "--K", "2", "--train-limit", "32", "--test-limit", "16"]
     (cfg,) = expand(build_parser().parse_args([*args, "--epochs", "2"]), seeds=None)
     run_dir = tmp_path / run_name(cfg)
     whole = train_or_reuse(cfg, tmp_path / "whole")
-    main(["train", *args[1:], "--epochs", "2", "--out", str(run_dir), "--stop-after-epoch", "1", "--no-progress"])
+    locallearn(["train", *args, "--epochs", "2", "--out", str(run_dir), "--stop-after-epoch", "1", "--no-progress"])
     first = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
     resumed = train_or_reuse(cfg, run_dir)  # continues from epoch 1: the same result as the whole run
     assert resumed["epochs"] == 2 and resumed["test_acc"] == whole["test_acc"]
@@ -97,8 +109,8 @@ def test_a_stopped_sweep_reuses_finished_runs_and_resumes_the_interrupted_one(tm
 
 
 def test_a_run_is_reused_wherever_its_data_lives_but_not_with_another_setting():
+    from _sweep import same_run
     from locallearn.config import build_config
-    from locallearn.profile.sweep import same_run
 
     cfg = build_config(flags=dict(arch="resnet8", method="greedy", K=2, data_dir="/a"))
     saved = build_config(flags=dict(arch="resnet8", method="greedy", K=2, data_dir="../b")).to_dict()
@@ -113,9 +125,8 @@ def test_sweeps_running_at_once_split_the_runs_and_collect_each_others(tmp_path,
     import threading
 
     from locallearn.cli.profile import expand_configs as expand
-    from locallearn.profile import sweep as sweep_module
 
-    args = ["bench", *TINY, "--method", "greedy,dgl", "--K", "2", "--epochs", "1", "--train-limit", "16"]
+    args = [*TINY, "--method", "greedy,dgl", "--K", "2", "--epochs", "1", "--train-limit", "16"]
     cfgs = expand(build_parser().parse_args([*args, "--test-limit", "8"]), seeds=None)
     trained: list[str] = []
     fit = sweep_module.Trainer.fit
@@ -144,10 +155,10 @@ def test_sweeps_running_at_once_split_the_runs_and_collect_each_others(tmp_path,
 
 
 def test_collect_tabulates_the_finished_runs_and_trains_nothing(tmp_path):
+    from _sweep import run_name, train_or_reuse
     from locallearn.cli.profile import expand_configs as expand
-    from locallearn.profile.sweep import run_name, train_or_reuse
 
-    args = ["bench", *TINY, "--method", "greedy,dgl", "--K", "2", "--epochs", "1", "--train-limit", "16"]
+    args = [*TINY, "--method", "greedy,dgl", "--K", "2", "--epochs", "1", "--train-limit", "16"]
     args += ["--test-limit", "8"]
     greedy, dgl = expand(build_parser().parse_args(args), seeds=None)
     runs = tmp_path / "tmp" / "runs" / "part"
@@ -164,9 +175,7 @@ def test_a_sweep_goes_on_from_its_result_files_without_its_run_folders(tmp_path,
     """A new checkout has the committed results but not the run folders: recorded runs are not trained again."""
     import shutil
 
-    from locallearn.profile import sweep as sweep_module
-
-    args = ["bench", *TINY, "--method", "greedy", "--K", "2", "--train-limit", "16", "--test-limit", "8", *FAST]
+    args = [*TINY, "--method", "greedy", "--K", "2", "--train-limit", "16", "--test-limit", "8", *FAST]
     args += ["--out", str(tmp_path), "--name", "kept"]
     assert main([*args, "--epochs", "1"]) == 0
     (json_file,) = tmp_path.glob("kept_cpu*_*.json")
@@ -191,7 +200,7 @@ def test_a_sweep_goes_on_from_its_result_files_without_its_run_folders(tmp_path,
 
 
 def test_a_sweep_of_some_runs_rewrites_their_rows_and_keeps_the_others(tmp_path, capsys):
-    args = ["bench", *TINY, "--K", "2", "--epochs", "1", "--train-limit", "16", "--test-limit", "8", *FAST]
+    args = [*TINY, "--K", "2", "--epochs", "1", "--train-limit", "16", "--test-limit", "8", *FAST]
     args += ["--out", str(tmp_path), "--name", "part"]
     assert main([*args, "--method", "greedy,dgl", "--no-train"]) == 0
     (json_file,) = tmp_path.glob("part_cpu*_*.json")

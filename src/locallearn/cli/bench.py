@@ -1,91 +1,24 @@
-"""`locallearn bench`: sweeps written under benchmarks/results/ as JSON, CSV, Markdown and plots.
+"""`locallearn bench` moved: sweeps are campaigns, run from a checkout as `python benchmarks/sweep.py`.
 
-`--mode sweep` (default): for each method x K x seed, train for the config's budget (`--epochs`,
-`--train-limit`) and record test error, training throughput (images/s, warm-up excluded) and peak memory
-next to E2E. The runs live in `<out>/tmp/runs/<name>/`: one trained earlier with the same config is reused
-(`--rerun` retrains) and an interrupted one resumes, so a long sweep can be stopped and started again. A run
-recorded in an earlier `<out>/<name>_<hardware>_<yyyymm>.json` is not trained again either, so a sweep goes on
-from its committed results; `--collect` tabulates the runs finished so far without training. A sweep of some
-of a result file's runs (one `--method`, say) rewrites their rows and keeps the others.
-`--mode overhead`: the wall-time overhead of each method over E2E on the same device, timed in alternating
-rounds in one process, beside the theoretical (FLOPs) overhead.
+The library measures (`locallearn profile`); the benchmarks schedule runs, merge result files and draw tables.
+The command stays only to name its replacement.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
+import shlex
 
-from .profile import add_sweep_flags, expand_configs, int_list
+from ..errors import ConfigError
 
-DEFAULT_OUT = "benchmarks/results"
+MOVED = "python benchmarks/sweep.py"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "bench", help="accuracy / throughput / memory sweeps, or wall-time overhead vs E2E", conflict_handler="resolve"
-    )
-    add_sweep_flags(p)
-    p.add_argument("--seed", type=int_list, default=None, help="seed or comma list, e.g. 0,1,2")
-    p.add_argument("--mode", choices=("sweep", "overhead"), default="sweep")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
-    p.add_argument("--no-train", action="store_true", help="sweep: skip training (throughput and memory only)")
-    p.add_argument("--steps", type=int, default=5, help="timed steps per run (overhead: per round)")
-    p.add_argument("--warmup-steps", type=int, default=2, help="untimed steps before timing")
-    p.add_argument("--rounds", type=int, default=3, help="overhead: alternating timing rounds")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument(
-        "--rerun",
-        action="store_true",
-        help="sweep: train every run again (default: reuse recorded or finished runs, resume interrupted ones)",
-    )
-    p.add_argument(
-        "--collect", action="store_true", help="sweep: train nothing, tabulate the runs finished so far (others: -)"
-    )
+    # No prefix character can start an argument (argv never holds NUL): every flag is taken as-is into `rest`.
+    p = sub.add_parser("bench", help=f"moved: run `{MOVED}` from a checkout", add_help=False, prefix_chars="\0")
+    p.add_argument("rest", nargs="*")
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..engine.trainer import resolve_device
-    from ..profile.plots import plot_vs_k
-    from ..profile.results import earlier_rows, read_rows, result_stem, write_results
-    from ..profile.sweep import merge_rows, overhead, sweep
-    from ..profile.tables import overhead_table, sweep_table
-
-    cfgs = expand_configs(args, seeds=args.seed)
-    if cfgs[0].threads:
-        torch.set_num_threads(cfgs[0].threads)
-    out = Path(args.out)
-    device = resolve_device(cfgs[0].device)
-    stem = result_stem(args.name or args.mode, device)
-    if args.mode == "overhead":
-        rows = overhead(cfgs, steps=args.steps, rounds=args.rounds, warmup=args.warmup_steps)
-        table = overhead_table(rows)
-        paths = write_results(rows, out, stem, table)
-    else:
-        # Read before training, so that a damaged file stops the sweep before hours are spent on it.
-        kept = read_rows(out / f"{stem}.json", ignore_damaged=args.rerun)
-        rows = sweep(
-            cfgs,
-            out / "tmp" / "runs" / (args.name or args.mode),
-            train=not args.no_train,
-            steps=args.steps,
-            warmup=args.warmup_steps,
-            progress=not args.no_progress,
-            rerun=args.rerun,
-            collect=args.collect,
-            earlier=[] if args.rerun else earlier_rows(out, args.name or args.mode, device),
-        )
-        rows = merge_rows(kept, rows, cfgs)
-        table = sweep_table(rows)
-        paths = write_results(rows, out, stem, table)
-        plots = [
-            plot_vs_k(rows, lambda r: r.get("error"), "test error (%)", out / f"{stem}_error.png"),
-            plot_vs_k(rows, lambda r: 100 * r["ratio"], "peak memory (% of E2E)", out / f"{stem}_memory.png", 100.0),
-        ]
-        paths += [p for p in plots if p is not None]
-    print(table)
-    print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
-    return 0
+    raise ConfigError(f"`locallearn bench` moved to the benchmarks: run `{shlex.join([*MOVED.split(), *args.rest])}`")

@@ -1,4 +1,4 @@
-"""`locallearn bench` sweeps: accuracy at a fixed budget, throughput and memory for each (method, K, seed).
+"""Sweeps (benchmarks/sweep.py): accuracy at a fixed budget, throughput and memory for each (method, K, seed).
 
 Each row records the resolved config and the provenance (git SHA, torch version, device), so a result file
 says exactly what produced it. Training runs live in `runs_dir`, one folder per config: a sweep that was
@@ -19,14 +19,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig, config_from_dict
-from ..engine.checkpoint import load_checkpoint
-from ..engine.trainer import CHECKPOINT, Trainer, resolve_device
-from ..errors import ConfigError
-from ..provenance import provenance
-from .compare import compare_runs, e2e_config, is_reference, measure
-from .probe import input_spec
-from .timing import interleaved_timings, throughput
+from locallearn.config import RunConfig, config_from_dict
+from locallearn.engine.checkpoint import load_checkpoint
+from locallearn.engine.trainer import CHECKPOINT, Trainer, resolve_device
+from locallearn.errors import ConfigError
+from locallearn.profile.compare import compare_runs, e2e_config, is_reference, measure
+from locallearn.profile.probe import input_spec
+from locallearn.profile.timing import interleaved_timings, throughput
+from locallearn.provenance import provenance
 
 
 def run_name(cfg: RunConfig) -> str:

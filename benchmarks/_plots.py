@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .tables import method_label
+from locallearn.profile.tables import method_label
 
 
 def plot_vs_k(
