@@ -34,6 +34,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("__main__", "__init__"),
 )
 LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}
+KINDS = ("up", "sideways", "private", "unplaced")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Violation:
     path: str  # from the repository root, e.g. src/locallearn/split.py
     line: int
     text: str  # the import statement as written
+    kind: str  # one of KINDS
     problem: str
 
     def __str__(self) -> str:
@@ -112,7 +114,7 @@ def violations(package: Path = PACKAGE) -> list[Violation]:
         lines = source.splitlines()
         shown = str(module.path.relative_to(package.parent.parent))
         if module.top not in LAYER_OF:
-            found.append(Violation(shown, 1, module.name, f"`{module.top}` has no layer: add it to LAYERS"))
+            found.append(Violation(shown, 1, module.name, "unplaced", f"`{module.top}` has no layer: add it to LAYERS"))
             continue
         for node, target, names in _imports(module, source):
             text = " ".join(line.strip() for line in lines[node.lineno - 1 : node.end_lineno])
@@ -120,20 +122,20 @@ def violations(package: Path = PACKAGE) -> list[Violation]:
             if there != here and there in LAYER_OF:
                 if LAYER_OF[there] > LAYER_OF[here]:
                     problem = f"points up: {here} (layer {LAYER_OF[here]}) imports {there} (layer {LAYER_OF[there]})"
-                    found.append(Violation(shown, node.lineno, text, problem))
+                    found.append(Violation(shown, node.lineno, text, "up", problem))
                 elif LAYER_OF[there] == LAYER_OF[here]:
                     problem = f"points sideways: {here} and {there} share layer {LAYER_OF[here]}"
-                    found.append(Violation(shown, node.lineno, text, problem))
+                    found.append(Violation(shown, node.lineno, text, "sideways", problem))
             target_package = target if any(m.name == target and m.package == target for m in mods) else None
             for name in names:
                 owner = target_package or target.rpartition(".")[0]
                 if _private(name) and owner != module.package and target != module.package:
                     problem = f"imports the private name {name} of {target} from outside its package"
-                    found.append(Violation(shown, node.lineno, text, problem))
+                    found.append(Violation(shown, node.lineno, text, "private", problem))
             private_parts = [p for p in target.split(".") if _private(p)]
             if private_parts and target.rpartition(".")[0] != module.package:
                 problem = f"imports the private module {target} from outside its package"
-                found.append(Violation(shown, node.lineno, text, problem))
+                found.append(Violation(shown, node.lineno, text, "private", problem))
     return found
 
 

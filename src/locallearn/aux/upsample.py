@@ -92,8 +92,8 @@ class UpsampleConv2d(nn.Conv2d):
 
     Exactly `conv(upsample_bilinear(h, size))` up to float rounding, computed as one 1x1 conv with 9 x O outputs
     at h's resolution and the shifted interpolation maps of `_TapUpsample`. An input already at `size` is
-    convolved directly. Parameters, their names and their init are those of `nn.Conv2d(cin, cout, 3, padding=1)`,
-    and FLOP counters see the conv it stands for.
+    convolved directly. Parameters, their names and their init are those of `nn.Conv2d(cin, cout, 3, padding=1)`;
+    FLOPs are counted for the kernels it runs, not for the conv it stands for.
     """
 
     def __init__(self, in_channels: int, out_channels: int, size: tuple[int, int]) -> None:

@@ -8,6 +8,7 @@ and the forward a checkpointed segment reruns inside backward is summed apart, i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,16 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .phase import recomputing
+
+
+def _attention_flops(query: torch.Size, key: torch.Size, value: torch.Size, *_: Any, **__: Any) -> int:
+    """Q K^T then the weighted sum of V: (..., L, E) x (..., S, E) -> (..., L, S), x (..., S, Ev) -> (..., L, Ev)."""
+    *batch, length, e = query
+    return 2 * math.prod(batch) * length * key[-2] * (e + value[-1])
+
+
+# Kernels PyTorch's table leaves out: the CPU attention kernel `F.scaled_dot_product_attention` runs on CPU.
+EXTRA_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops}
 
 
 class _TopLevel:
@@ -38,7 +49,7 @@ class FlopCounter(FlopCounterMode):
     """
 
     def __init__(self) -> None:
-        super().__init__(display=False)
+        super().__init__(display=False, custom_mapping=EXTRA_FORMULAS)
         self.recompute_flops = 0
         # One total is all we read. The mode's per-module attribution hooks every module output for backward,
         # which autograd.grad (a checkpointed segment's backward) refuses; a tracker that is always at the
