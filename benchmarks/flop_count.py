@@ -19,7 +19,8 @@ from _run import device_and_threads, publish, recipe
 from locallearn.config import build_config
 from locallearn.engine.trainer import resolve_device
 from locallearn.measure.flops import FlopCounter
-from locallearn.profile.probe import build_engine, input_spec, synthetic_batch
+from locallearn.plan.apply import run_spec
+from locallearn.profile.probe import build_engine, synthetic_batch
 from locallearn.profile.results import result_stem
 from locallearn.profile.tables import markdown_table
 from locallearn.provenance import provenance
@@ -63,7 +64,7 @@ class LayerFlops:
 
 def measure(name: str, device: torch.device) -> dict:
     cfg = build_config(recipe(f"{name}.yaml"), flags={"batch_size": 2, "device": str(device)})
-    spec = input_spec(cfg.dataset)
+    spec = run_spec(cfg)  # the input `train` would feed: ImageNet at its crop size
     engine = build_engine(cfg, spec, device)
     x, y = synthetic_batch(cfg, spec, device)
     with FlopCounter() as dispatcher, LayerFlops(engine.learner) as layers:

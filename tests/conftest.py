@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+# Tests import benchmark scripts (benchmarks/sweep.py and its helpers), which import each other by module name
+# (`from _run import ...`), as they do when run from benchmarks/.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 
 @pytest.fixture(autouse=True)

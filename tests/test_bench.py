@@ -5,21 +5,17 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))  # the benchmarks import each other
-
-import _sweep as sweep_module  # noqa: E402
-from _plots import plot_vs_k  # noqa: E402
-from helpers import make_learner, random_batch  # noqa: E402
-from locallearn.cli import main as locallearn  # noqa: E402
-from locallearn.cli.profile import expand_configs  # noqa: E402
-from locallearn.engine.local import LocalEngine  # noqa: E402
-from locallearn.profile.timing import time_steps  # noqa: E402
-from sweep import build_parser, main  # noqa: E402
+import _sweep as sweep_module
+from _plots import plot_vs_k
+from helpers import make_learner, random_batch
+from locallearn.cli import main as locallearn
+from locallearn.cli.profile import expand_configs
+from locallearn.engine.local import LocalEngine
+from locallearn.profile.timing import time_steps
+from sweep import build_parser, main
 
 TINY = ["--arch", "resnet8", "--dataset", "cifar10-sample", "--batch-size", "8", "--device", "cpu"]
 FAST = ["--steps", "1", "--warmup-steps", "1", "--no-progress"]

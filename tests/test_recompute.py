@@ -23,6 +23,7 @@ from locallearn.methods import build_learner
 from locallearn.models import as_backbone
 from locallearn.profile.step import profile_step
 from locallearn.split import split_model
+from sweep import main as sweep
 
 F32, I64 = 4, 8
 HALF = (0.5, 0.5, 0.5)
@@ -155,8 +156,8 @@ def test_profile_and_overhead_run_checkpointed_e2e_beside_the_plain_reference(ca
     assert main(["profile", *tiny, "--method", "e2e", "--activation-checkpoint", "per-unit", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["activation_checkpoint"] == "per-unit" and row["ratio"] < 1 and row["flops_overhead"] > 0
-    args = ["bench", "--mode", "overhead", *tiny, "--method", "e2e", "--activation-checkpoint", "per-unit"]
-    assert main([*args, "--steps", "1", "--rounds", "1", "--warmup-steps", "0", "--out", str(tmp_path)]) == 0
+    args = ["--mode", "overhead", *tiny, "--method", "e2e", "--activation-checkpoint", "per-unit"]
+    assert sweep([*args, "--steps", "1", "--rounds", "1", "--warmup-steps", "0", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| e2e | 1 |" in out and "| e2e (checkpoint per-unit) | 1 |" in out
 

@@ -71,7 +71,7 @@ class _Extras:
     alive: frozenset[str]  # the batch and the carries entering the stage
     saved: dict[str, int]  # what the loss saved for backward (the backbone's own saves come from the table)
     calls: tuple[tuple[int, str, str], ...]  # backbone stages run: (stage - k, input role, output role)
-    flops: int  # counted by hooks outside the backbone (aux nets, mechanisms), whole batch
+    flops: int  # forward FLOPs outside the backbone (aux nets, mechanisms), whole batch
 
 
 class _KeepingMeter(SavedTensorMeter):
@@ -182,15 +182,18 @@ class StepModel:
     transient_ratios: list[float] | None  # per stage: transient bytes per byte held; None: not measured
     momentum: bool
     points: list[dict[str, list[tuple[int, float]]]]  # per stage, per component: (batch, bytes) x 3
-    flops: list[tuple[int, int]]  # per stage: (forward FLOPs per image, of which outside the stage's units)
+    # Per stage: forward FLOPs per image of its units, and (batch, forward FLOPs of the whole batch outside them)
+    # x 3: aux work can grow faster than the batch (a contrastive loss compares every pair of images).
+    flops: list[tuple[int, list[tuple[int, float]]]]
     e2e_flops: int
 
     def at(self, batch: int) -> StepPrediction:
         grads = self.trainable_bytes
         opt = self.trainable_bytes if self.momentum else 0
         stages = []
-        for k, (points, (flops, aux_flops)) in enumerate(zip(self.points, self.flops, strict=True)):
+        for k, (points, (own_flops, extra_points)) in enumerate(zip(self.points, self.flops, strict=True)):
             part = {c: round(_quadratic(points[c], batch)) for c in COMPONENTS}
+            extra_flops = round(_quadratic(extra_points, batch))  # the whole batch's
             ratio = self.transient_ratios[k] if self.transient_ratios is not None else 0.0
             part["transient"] = round(ratio * sum(part.values()))
             first, last = self.unit_ranges[k]
@@ -204,8 +207,8 @@ class StepModel:
                     grads_bytes=self.grads_through[k],
                     transient_bytes=part["transient"],
                     peak_bytes=self.weights_bytes + opt + self.grads_through[k] + sum(part.values()),
-                    train_flops=BACKWARD_FACTOR * flops,
-                    aux_train_flops=BACKWARD_FACTOR * aux_flops,
+                    train_flops=BACKWARD_FACTOR * (own_flops * batch + extra_flops) // batch,
+                    aux_train_flops=BACKWARD_FACTOR * extra_flops // batch,
                 )
             )
         peak = max(range(len(stages)), key=lambda k: stages[k].peak_bytes)
@@ -332,13 +335,12 @@ class MemoryPredictor:
             dtype = self.units[last].out_dtype
             learner.net.stages[k] = _StandIn(k, tuple(self.costs[last].out_shape), dtype, log)
         points: list[dict[str, list[tuple[int, float]]]] = [{c: [] for c in COMPONENTS} for _ in ranges]
-        flops: list[tuple[int, int]] = []
+        flops: list[tuple[int, list[tuple[int, float]]]] = [(0, []) for _ in ranges]
         for b in FIT_BATCHES:
-            for k, parts, stage_flops in self._measure_stages(learner, b, exclude, log, ranges):
+            for k, parts, (own, extra) in self._measure_stages(learner, b, exclude, log, ranges):
                 for c in COMPONENTS:
                     points[k][c].append((b, parts[c]))
-                if b == FIT_BATCHES[0]:
-                    flops.append(stage_flops)
+                flops[k] = (own, [*flops[k][1], (b, extra)])
         model = StepModel(
             method=self.cfg.method,
             cuts=list(cuts),
@@ -374,7 +376,7 @@ class MemoryPredictor:
         return dataclasses.replace(model, transient_ratios=ratios)
 
     def _measure_stages(self, learner: LocalLearner, b: int, exclude, log: list[_Call], ranges):
-        """Yield (k, bytes per component, (FLOPs/image, aux FLOPs/image)) for every stage at batch b."""
+        """Yield (k, bytes per component, (own FLOPs per image, FLOPs beyond them for the batch)) per stage at b."""
         g = torch.Generator().manual_seed(0)
         x = torch.randn(b, *self.spec.image_shape, generator=g).to(self.extras_device)
         y = torch.randint(0, self.spec.num_classes, (b,), generator=g).to(self.extras_device)
@@ -422,7 +424,8 @@ class MemoryPredictor:
 
     def _compose(self, extras: _Extras, k: int, ranges, b: int) -> tuple[dict[str, float], tuple[int, int]]:
         """Stage k's bytes per component at batch b: the logged backbone calls priced from the unit table,
-        united by role with what the loss saved and what was alive; and its FLOPs per image."""
+        united by role with what the loss saved and what was alive; and its forward FLOPs: per image of its own
+        units, and of the whole batch beyond them (aux nets, mechanisms, a cascade's re-runs)."""
         inner, named, rerun_flops = 0.0, {}, 0
         for n, (offset, role_in, role_out) in enumerate(extras.calls):
             first, last = ranges[k + offset]
@@ -439,8 +442,10 @@ class MemoryPredictor:
         held = inner + sum(saved.values())
         beside = sum(extras.sizes[role] for role in extras.alive if role not in saved)
         own = sum(c.flops for c in self.costs[ranges[k][0] : ranges[k][1] + 1])
-        extra = rerun_flops + extras.flops // b
-        return {"activation": activation, "aux": held - activation, "beside": beside}, (own + extra, extra)
+        return {"activation": activation, "aux": held - activation, "beside": beside}, (
+            own,
+            rerun_flops * b + extras.flops,
+        )
 
     def predict(self, k: int, split: Any, batch: int) -> StepPrediction:
         return self.model(self.cuts(k, split)).at(batch)
