@@ -114,7 +114,7 @@ def test_imagenet_aux_nets_match_the_released_shapes(channels, spatial):
     h = torch.randn(2, channels, spatial, spatial)
     decoder, head = ImageNetDecoder(channels, (224, 224)), ImageNetHead(channels, 1000)
     out = decoder(h)
-    assert out.shape == (2, 3, 224, 224) and out.min() > 0 and out.max() < 1
+    assert out.shape == (2, 3, 224, 224) and out.isfinite().all()  # the image's logits
     assert head(h).shape == (2, 1000)
     assert sum(p.numel() for p in head.parameters()) == RELEASED_PARAMS["head", channels]
     assert sum(p.numel() for p in decoder.parameters()) == RELEASED_PARAMS["decoder", channels]

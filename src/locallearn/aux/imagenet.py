@@ -18,7 +18,7 @@ from .heads import conv_bn_relu
 from .upsample import upsample_bilinear
 
 # (out_channels, kernel) of the decoder's conv-BN-ReLU layers per input width. Each layer is followed by a 2x
-# bilinear upsample, the last one landing on the image size; a conv3x3 -> 3 + sigmoid ends the decoder.
+# bilinear upsample, the last one landing on the image size; a conv3x3 -> 3 (the image's logits) ends it.
 DECODER_LAYERS: dict[int, tuple[tuple[int, int], ...]] = {
     512: ((128, 1), (32, 3), (12, 3)),  # InfoPro and MAN: 28^2 -> 56 -> 112 -> 224
     1024: ((192, 1), (64, 1), (32, 3), (12, 3)),  # MAN: 14^2 -> 28 -> 56 -> 112 -> 224
@@ -27,7 +27,7 @@ HEAD_WIDTH = 2048  # the head's last conv width, which its FC reads
 
 
 class ImageNetDecoder(nn.Module):
-    """Reconstruction decoder: (B, C, h, w) -> (B, 3, H, W) in (0, 1), for C in `DECODER_LAYERS`."""
+    """Reconstruction decoder: (B, C, h, w) -> (B, 3, H, W) logits of the image, for C in `DECODER_LAYERS`."""
 
     def __init__(self, channels: int, image_size: tuple[int, int]) -> None:
         super().__init__()
@@ -46,7 +46,7 @@ class ImageNetDecoder(nn.Module):
             convs.append(conv_bn_relu(cin, cout, kernel, bias=True))
             cin = cout
         self.convs = nn.ModuleList(convs)
-        self.out = nn.Sequential(nn.Conv2d(cin, 3, 3, padding=1), nn.Sigmoid())
+        self.out = nn.Sequential(nn.Conv2d(cin, 3, 3, padding=1))  # keeps the released name out.0
         init_imagenet_resnet(self)  # the released model-wide init loop covers its aux nets too
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:

@@ -46,7 +46,7 @@ def legacy_stage_ratio(ctx: AuxContext) -> float:
 
 
 class InfoProAux(AuxLoss):
-    """lambda_1 * BCE(decoder(h), x01) + lambda_2 * task(head(h), y); a zero-weight term is not built."""
+    """lambda_1 * BCE(sigmoid(decoder(h)), x01) + lambda_2 * task(head(h), y); a zero-weight term is not built."""
 
     def __init__(
         self,
