@@ -40,11 +40,13 @@ def breakdown_worker() -> None:
     """One profiled step after `warmup` steps, in this (fresh) process; prints the parts as JSON."""
     import torch
 
+    from locallearn.engine.host_memory import prepare_host_memory
     from locallearn.profile.breakdown import step_breakdown
     from locallearn.profile.probe import build_engine, input_spec, synthetic_batch
 
     request = json.loads(sys.stdin.read())
     cfg = config_from_dict(request["config"])
+    prepare_host_memory(cfg.return_freed_memory)  # as the run would, so that the parts are those of its step
     torch.set_num_threads(cfg.threads)
     spec = input_spec(cfg.dataset)
     engine = build_engine(cfg, spec, torch.device("cpu"))

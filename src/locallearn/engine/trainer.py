@@ -36,7 +36,7 @@ from .checkpoint import (
     write_json,
     write_text,
 )
-from .host_memory import return_freed_memory
+from .host_memory import prepare_host_memory
 from .local import LocalEngine, StepStats, evaluate
 from .recompute import checkpoint_split
 from .schedule import lr_at
@@ -183,8 +183,8 @@ def build_run(
     device = device or resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.return_freed_memory and device.type == "cpu":
-        return_freed_memory()
+    if device.type == "cpu":
+        prepare_host_memory(cfg.return_freed_memory)
     # Cheap checks first, so that a typo fails before any data is read.
     parse_method(cfg.method)
     if ":" not in cfg.arch:
