@@ -17,7 +17,7 @@ stage resident beside the live one (ResNet-32, K = 16, batch 1024: 0.7 GiB resid
 more at the peak). A fixed threshold sends every tensor of `THRESHOLD` bytes or more to its own mapping,
 returned when the tensor dies, so the resident size follows the tensors alive. Smaller blocks (parameters,
 small activations) stay on the heap, where reuse is cheap. The price is a fresh mapping, faulted in, for every
-such tensor: a run setting (`return_freed_memory`).
+such tensor, small with huge pages: the run setting `return_freed_memory`, on by default.
 """
 
 from __future__ import annotations
