@@ -2,7 +2,7 @@
 
 Huge pages. A tensor of several MiB is new memory to the kernel each time it is made (glibc maps requests above
 its mmap threshold afresh), and every 4 KiB page of it costs a page fault on first touch: a K = 16 InfoPro step
-on ResNet-32 at batch 1024 took 6 million faults (24 GB of pages) and a third of its CPU time in the kernel on
+on ResNet-32 at batch 1024 took 5-7 million faults (20-30 GB of pages) and 40-48% of its CPU time in the kernel on
 the virtual machine of docs/results.md. PyTorch's CPU allocator asks for transparent huge pages (2 MiB, one fault
 each) on tensors of 2 MiB or more when `THP_MEM_ALLOC_ENABLE` is set at its first allocation, so
 `ask_for_huge_pages` sets it unless the user did (`THP_MEM_ALLOC_ENABLE=0` declines). It takes effect only in a
