@@ -68,6 +68,8 @@ class RunConfig:
     """Number of gradient-isolated stages (forced to 1 for e2e)."""
     split: Any = None
     """table | balanced-memory | stem-merged | even | even-memory | [[stage, block], ...] | units:i,j."""
+    cuts: list[str] | None = None
+    """Module names where stages 1..K-1 begin, e.g. [layer2.1, layer3.0] (a traced model: any module), not split."""
     dataset: str = "cifar10-sample"
     """cifar10, cifar100, svhn, stl10, cifar10-sample (bundled) or imagenet (a train/ + val/ class-folder tree)."""
     data_dir: str | None = None

@@ -11,12 +11,19 @@ from ..config import RunConfig, build_config
 from ..errors import ConfigError
 from .evaluate import announce_user_code
 
+
+def comma_list(text: str) -> list[str]:
+    """`layer2.1,layer3.0` -> ["layer2.1", "layer3.0"]."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 # flag -> RunConfig field, with the type argparse converts to
 TRAIN_FLAGS: list[tuple[str, str, type]] = [
     ("--arch", "arch", str),
     ("--method", "method", str),
     ("--K", "K", int),
     ("--split", "split", str),
+    ("--cuts", "cuts", comma_list),
     ("--dataset", "dataset", str),
     ("--data-dir", "data_dir", str),
     ("--epochs", "epochs", int),
@@ -39,6 +46,7 @@ FIELD_HELP = {
     "method": "e.g. greedy, dgl, infopro, infopro:softmax, infopro+man, e2e",
     "K": "number of gradient-isolated stages",
     "split": "table | balanced-memory | stem-merged | even | even-memory | [[s,b],...] | units:i,j",
+    "cuts": "module names where stages 1..K-1 begin, e.g. layer2.1,layer3.0 (instead of --split)",
     "dataset": "cifar10, cifar100, svhn, stl10, cifar10-sample (bundled) or imagenet (train/ + val/ folders)",
     "data_dir": "folder holding the dataset files as distributed (archive or extracted)",
     "train_limit": "use only the first N training images",

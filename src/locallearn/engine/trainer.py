@@ -122,6 +122,7 @@ def build_model(
         dataset=cfg.dataset,
         input_shape=image_shape,
         stem_module=needs_stem_module(cfg.method, cfg.method_options),
+        cuts=cfg.cuts,
     )
     checkpoint_split(
         net,
