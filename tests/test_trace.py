@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from helpers import CIFAR_MEAN, CIFAR_STD
+from locallearn.cli import main
 from locallearn.config import build_config
 from locallearn.engine.local import LocalEngine
 from locallearn.engine.trainer import build_model
@@ -109,3 +112,13 @@ def test_the_run_config_takes_cuts_and_a_traced_arch():
     cfg = build_config(None, flags, [])
     learner = build_model(cfg, (3, 32, 32), 10, mean=CIFAR_MEAN, std=CIFAR_STD, device=torch.device("cpu"))
     assert [r.unit_names[0] for r in learner.net.records] == ["conv1", "layer2.0", "layer3.0"]
+
+
+def test_train_runs_a_traced_model_cut_by_name_on_the_bundled_sample(tmp_path, capsys):
+    args = ["--arch", "traced_models:ResNet", "--method", "infopro", "--K", "3", "--cuts", "layer2.0,layer3.0"]
+    quick = ["--train-limit", "64", "--test-limit", "32", "--batch-size", "32", "--epochs", "1", "--threads", "1"]
+    assert main(["train", *args, *quick, "--no-progress", "--out", str(tmp_path / "run"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["K"] == 3 and len(summary["stage_acc"]) == 3
+    saved = build_config(str(tmp_path / "run" / "config.yaml"), {}, [])
+    assert saved.cuts == ["layer2.0", "layer3.0"]

@@ -270,6 +270,15 @@ def with_stem_module(cuts: list[int]) -> list[int]:
     return cuts if cuts[:1] == [0] else [0, *cuts]
 
 
+def split_request(split: str | list | None, cuts: Sequence[str] | None) -> str | list | None:
+    """The split to resolve when stages may also be given as module names where they begin (`cuts`)."""
+    if not cuts:
+        return split
+    if split is not None:
+        raise ConfigError(f"give either split ({split}) or cuts ({','.join(cuts)}), not both")
+    return list(cuts)
+
+
 def split_model(
     backbone: Backbone,
     k: int,
@@ -287,10 +296,7 @@ def split_model(
     a module of its own when the split has none (MAN++ trains it by its own local loss), so the result then
     has K+1 stages: the true number of gradient-isolated modules.
     """
-    if cuts:
-        if split is not None:
-            raise ConfigError(f"give either split ({split}) or cuts ({','.join(cuts)}), not both")
-        split = list(cuts)
+    split = split_request(split, cuts)
     costs = measure_units(backbone.units, input_shape)
     cuts = resolve_cuts(backbone, k, split, arch=arch, dataset=dataset, costs=costs)
     if stem_module:

@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from ..plan.predict import MemoryPredictor
     from ..plan.report import batch_report, k_report
     from ..plan.search import BALANCED, DEFAULT_MAX_K, largest_batch, smallest_k
+    from ..split import split_request
 
     start = time.perf_counter()
     cfg = config_from_args(args)
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     budget = resolve_budget(args.budget, device)
     predictor = MemoryPredictor(cfg, run_spec(cfg, args.image_size, args.num_classes))
     if args.K is not None:
-        plan = largest_batch(predictor, cfg.K, cfg.split or BALANCED, budget)
+        plan = largest_batch(predictor, cfg.K, split_request(cfg.split, cfg.cuts) or BALANCED, budget)
         report = batch_report(plan)
     else:
         plan = smallest_k(predictor, budget, cfg.batch_size, max_k)

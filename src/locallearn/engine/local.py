@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,9 +46,10 @@ class StepStats:
 
 
 def autocast_context(device: torch.device, amp: str):
-    if amp in ("bf16", "fp16") and device.type == "cuda":
+    """torch.autocast for `amp`: bf16 on any device, fp16 on CUDA only (the CPU has no loss scaler for it)."""
+    if amp == "bf16" or (amp == "fp16" and device.type == "cuda"):
         dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast(device.type, dtype=dtype)
     return contextlib.nullcontext()
 
 
@@ -66,11 +68,15 @@ class LocalEngine:
         *,
         amp: str = "none",
         scaler: torch.amp.GradScaler | None = None,
+        before_step: Callable[[int], object] | None = None,
     ) -> None:
+        """`amp` (none, bf16, fp16) runs every stage's forward and loss under torch.autocast, its backward outside.
+        `before_step(k)` runs just before stage k's optimizer step, on unscaled gradients: gradient clipping."""
         self.learner = learner
         self.optimizers = optimizers
         self.amp = amp
         self.scaler = scaler
+        self.before_step = before_step
         self.device = next(learner.parameters()).device
         self.stats = self._new_stats()
 
@@ -87,6 +93,10 @@ class LocalEngine:
         return stats
 
     def _step(self, j: int) -> None:
+        if self.before_step is not None:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizers[j])
+            self.before_step(j)
         if self.scaler is not None:
             self.scaler.step(self.optimizers[j])
         else:

@@ -26,6 +26,7 @@ class Backbone(nn.Module):
     units: nn.ModuleList
     unit_names: list[str]
     coords: list[tuple[int, int] | None]
+    image_size: int = 32  # the input side the backbone is designed for: what `create_learner` measures it at
 
     def __init__(
         self,

@@ -363,7 +363,9 @@ class MemoryPredictor:
         activations are already freed and gradients dominate: the ratio is then negative, and counted as 0.
         """
         b = FIT_BATCHES[-1]
-        cfg = dataclasses.replace(self.cfg, K=len(model.cuts) + 1, split=split_text(model.cuts), batch_size=b)
+        cfg = dataclasses.replace(
+            self.cfg, K=len(model.cuts) + 1, split=split_text(model.cuts), cuts=None, batch_size=b
+        )
         step = measure(dataclasses.replace(cfg, compile=False), self.spec)
         ratios = []
         for k, points in enumerate(model.points):
