@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 from helpers import CIFAR_MEAN, CIFAR_STD
 from locallearn.cli import main
@@ -14,7 +15,7 @@ from locallearn.engine.local import LocalEngine
 from locallearn.engine.trainer import build_model
 from locallearn.errors import ConfigError
 from locallearn.methods import build_learner
-from locallearn.models import as_backbone
+from locallearn.models import as_backbone, build_backbone
 from locallearn.split import split_model
 from traced_models import DataDependent, LongSkip, ResNet
 
@@ -122,3 +123,60 @@ def test_train_runs_a_traced_model_cut_by_name_on_the_bundled_sample(tmp_path, c
     assert summary["K"] == 3 and len(summary["stage_acc"]) == 3
     saved = build_config(str(tmp_path / "run" / "config.yaml"), {}, [])
     assert saved.cuts == ["layer2.0", "layer3.0"]
+
+
+def test_registered_backbones_take_cuts_by_unit_name():
+    net = split_model(build_backbone("resnet18", 10), 3, cuts=["layer2.0", "layer4.0"], input_shape=(3, 32, 32))
+    assert [r.unit_names[0] for r in net.records] == ["stem", "layer2.0", "layer4.0"]
+
+
+class _Tied(nn.Module):
+    """One convolution used twice: the span between its uses stays in one unit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.shared = nn.Conv2d(8, 8, 3, padding=1)
+        self.middle = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.shared(self.middle(self.shared(self.stem(x))))
+        return self.fc(h.mean((2, 3)))
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.fc(x * mask)
+
+
+class _TwoOutputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.fc(x), x
+
+
+def test_weights_used_twice_stay_in_one_stage():
+    backbone = as_backbone(_Tied())
+    assert backbone.unit_names == ["stem", "shared", "fc"]
+    with pytest.raises(ConfigError, match="'middle' runs between two uses of the same weights"):
+        split_model(backbone, 2, cuts=["middle"])
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (_TwoInputs(), r"_TwoInputs\.forward uses 2 inputs \(x, mask\)"),
+        (_TwoOutputs(), r"_TwoOutputs\.forward returns tuple; it must return the logits tensor"),
+    ],
+)
+def test_models_that_are_not_one_tensor_in_one_out_are_refused(model, message):
+    with pytest.raises(ConfigError, match=message):
+        as_backbone(model)
