@@ -43,11 +43,17 @@ class Backbone(nn.Module):
         self.units = nn.ModuleList(units)
         self.unit_names = list(names)
         self.coords = list(coords) if coords is not None else [None] * len(units)
-        # Kept out of the module tree: registered, `source` would list every weight twice in state_dict().
-        self.__dict__["source"] = self if source is None else source
+        if source is not None:  # kept out of the module tree, where it would list every weight twice
+            self.__dict__["_source"] = source
         self.unit_prefixes = (
             list(unit_prefixes) if unit_prefixes is not None else [f"units.{i}." for i in range(len(units))]
         )
+
+    @property
+    def source(self) -> nn.Module:
+        # Not stored when it is the backbone itself: a module referring to itself is freed only by the garbage
+        # collector, at a moment the allocation profiler then sees as a stray free.
+        return self.__dict__.get("_source", self)
 
     def unit_starting_at(self, name: str) -> int:
         """The index of the unit named `name`: a stage may begin there (a cut given by name)."""
