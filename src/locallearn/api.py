@@ -15,13 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from .config import RunConfig
 from .data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
 from .errors import ConfigError
 from .methods import LocalLearner, MethodOptions, build_learner, needs_stem_module
 from .models import as_backbone, build_backbone
 from .split import split_model
-
-DEFAULT_K = 4
 
 
 def create_learner(
@@ -54,7 +53,7 @@ def create_learner(
     if method.replace(" ", "") == "e2e":
         K = 1
     elif K is None:
-        K = len(cuts) + 1 if cuts else DEFAULT_K
+        K = len(cuts) + 1 if cuts else RunConfig.K  # the command line's default
     if isinstance(model, str):
         if num_classes is None:
             raise ConfigError(f"create_learner('{model}', ...) needs num_classes=")
