@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import ALL_LAMBDAS_ONE, make_learner, random_batch
+from locallearn.aux import TokenGrid, TokenHead
+from locallearn.engine.local import LocalEngine
 from locallearn.errors import ConfigError
 from locallearn.models import MODELS, build_backbone
 from locallearn.models.vit import Block, PatchEmbed, TokenClassifier
@@ -55,3 +58,65 @@ def test_balancers_give_equal_block_groups(split, k):
 def test_explicit_cuts_by_block_coordinates():
     net = split_model(build_backbone("vit-cifar", 10), 4, [[1, 1], [1, 3], [1, 5]], arch="vit-cifar")
     assert [r.unit_names[-1] for r in net.records] == ["blocks.1", "blocks.3", "blocks.5", "head"]
+
+
+# ----------------------------------------------------------------------------------------- token aux nets
+def test_token_head_is_layernorm_then_the_pooled_token_then_linear():
+    h = torch.randn(3, 65, 192)
+    for pool, pooled in (("cls", lambda t: t[:, 0]), ("mean", lambda t: t[:, 1:].mean(1))):
+        head = TokenHead(192, 10, pool)
+        expected = head.fc(pooled(torch.nn.functional.layer_norm(h, (192,), head.norm.weight, head.norm.bias, 1e-6)))
+        torch.testing.assert_close(head(h), expected)
+
+
+def test_token_grid_drops_the_class_token_and_keeps_the_row_major_patch_order():
+    h = torch.randn(2, 1 + 4 * 4, 5)
+    grid = TokenGrid(4)(h)  # (2, 5, 4, 4)
+    assert grid.shape == (2, 5, 4, 4)
+    torch.testing.assert_close(grid[:, :, 2, 3], h[:, 1 + 2 * 4 + 3])
+
+
+def test_token_heads_are_refused_on_feature_maps():
+    with pytest.raises(ConfigError, match="aux head 'token-mean' reads token features"):
+        make_learner("greedy", k=2, arch="resnet8", aux_net="token-mean")
+
+
+def _isolation_step(learner) -> None:
+    """Run every stage's loss backward alone: it reaches its own stage (and at most `window - 1` before it)."""
+    x, y = random_batch(4)
+    batch = learner.make_batch(x, y)
+    carry = learner.initial_carry(batch)
+    for k in range(learner.num_stages):
+        learner.zero_grad(set_to_none=True)
+        result = learner.train_stage(k, carry, batch)
+        result.loss.backward()
+        for j in range(learner.num_stages):
+            reached = any(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.stage_parameters(j))
+            assert reached == (k - learner.window < j <= k), f"stage {k}'s loss and stage {j}"
+        carry = {n: t.detach() for n, t in result.out.items()}
+
+
+VIT_METHODS = ["greedy", "dgl", "infopro", "infopro:softmax", "greedy+man", "dgl+man", "dgl+man++", "infopro+man++"]
+
+
+@pytest.mark.parametrize("method", VIT_METHODS)
+def test_a_vit_trains_a_step_with_isolated_stages(method):
+    learner = make_learner(method, k=4, arch="vit-cifar", **ALL_LAMBDAS_ONE)
+    aux = learner.owned[0]["aux"]
+    assert isinstance(getattr(aux, "head", None), TokenHead)  # the task head reads the class token
+    if method.startswith("infopro"):
+        assert isinstance(aux.decoder[0], TokenGrid)  # the decoder reads the patch grid
+    _isolation_step(learner)
+    engine = LocalEngine(
+        learner, [torch.optim.SGD(learner.stage_parameters(k), lr=0.05) for k in range(learner.num_stages)]
+    )
+    before = [p.detach().clone() for p in learner.net.parameters()]
+    engine.train_step(*random_batch(8))
+    stats = engine.reset_stats()
+    assert torch.isfinite(stats.loss).all()
+    assert all(not torch.equal(a, b) for a, b in zip(before, learner.net.parameters(), strict=True))
+
+
+def test_contsup_is_refused_on_tokens():
+    with pytest.raises(ConfigError, match="contsup adds image-shaped contexts .* carry tokens"):
+        make_learner("infopro+contsup:R1E", k=3, arch="vit-cifar")

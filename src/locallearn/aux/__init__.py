@@ -1,10 +1,11 @@
 """Auxiliary networks built from boundary records."""
 
-from .build import DECODERS, HEADS, make_decoder, make_head
+from .build import DECODERS, HEADS, make_decoder, make_feature_decoder, make_feature_head, make_head
 from .heads import HEAD_CONFIGS, AuxClassifier, Decoder, MLPSRHead
 from .imagenet import ImageNetDecoder, ImageNetHead
 from .man_dgl import MANDGLHead
 from .mlaan_imagenet import MLAANImageNetHead
+from .tokens import TokenGrid, TokenHead, is_token_shape
 
 __all__ = [
     "DECODERS",
@@ -17,6 +18,11 @@ __all__ = [
     "MANDGLHead",
     "MLAANImageNetHead",
     "MLPSRHead",
+    "TokenGrid",
+    "TokenHead",
+    "is_token_shape",
     "make_decoder",
+    "make_feature_decoder",
+    "make_feature_head",
     "make_head",
 ]

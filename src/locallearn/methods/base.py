@@ -59,7 +59,7 @@ class AuxContext:
 
     k: int  # 0-based local module index (0..K-2)
     num_stages: int  # K
-    feature_shape: tuple[int, ...]  # (C, H, W) of the tensor the aux net sees
+    feature_shape: tuple[int, ...]  # (C, H, W) of the tensor the aux net sees; (N, C) for tokens (ViTs)
     image_shape: tuple[int, ...]  # (3, H, W)
     num_classes: int
     next_stage_coord: tuple[int, int] | None = None  # [stage, block] of the next module's first block

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..aux.heads import conv_bn_relu
+from ..aux.tokens import is_token_shape
 from ..errors import ConfigError
 from .base import Batch, Carry, Mechanism
 from .learner import LocalLearner
@@ -112,6 +113,12 @@ class ContSup(Mechanism):
 
     def setup(self, learner: LocalLearner) -> None:
         records = learner.net.records
+        if any(is_token_shape(r.out_shape) for r in records[:-1]):
+            # Context nodes are convolutions added to feature maps; a ViT's boundaries carry tokens.
+            raise ConfigError(
+                "contsup adds image-shaped contexts at every boundary, but this backbone's boundaries carry tokens "
+                "(a ViT); drop +contsup, or use greedy, dgl, infopro, man, man++ or mlaan on it"
+            )
         image_channels = learner.image_shape[0]
         for k in range(1, learner.num_stages):
             target = tuple(records[k].in_shape)  # (D, S, S): the boundary the context is added at

@@ -5,7 +5,7 @@ InfoPro's baseline uses the `0c1f` head (GAP + linear); `--aux-net` picks any ot
 
 from __future__ import annotations
 
-from ..aux import make_head
+from ..aux import make_feature_head
 from .base import AuxContext, AuxLoss, Objective
 from .classifier_aux import ClassifierAux
 from .registry import OBJECTIVES
@@ -18,7 +18,7 @@ class Greedy(Objective):
 
     def build_aux(self, ctx: AuxContext) -> AuxLoss:
         o = self.options
-        head = make_head(
-            ctx.feature_shape[0], o.aux_net or self.default_head, ctx.num_classes, o.aux_feature_dim, o.aux_widen
+        head = make_feature_head(
+            ctx.feature_shape, o.aux_net or self.default_head, ctx.num_classes, o.aux_feature_dim, o.aux_widen
         )
         return ClassifierAux(head)

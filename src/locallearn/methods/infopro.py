@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..aux import make_decoder, make_head
+from ..aux import make_feature_decoder, make_feature_head
 from ..errors import ConfigError
 from ..losses import cross_entropy, reconstruction_loss, supcon_loss
 from .base import AuxContext, AuxLoss, AuxOutput, Batch, Objective
@@ -108,10 +108,10 @@ class InfoPro(Objective):
                 "(ixx_1/ixy_1 for the first module, ixx_2/ixy_2 for the last)"
             )
         contrast = self.variant == "contrast"
-        channels = ctx.feature_shape[0]
+        shape = ctx.feature_shape
         head = None
         if l_task != 0:
             out_dim = o.aux_feature_dim if contrast else ctx.num_classes  # the embedding is D at any widen
-            head = make_head(channels, o.aux_net or "1c2f", out_dim, o.aux_feature_dim, o.aux_widen)
-        decoder = make_decoder(o.decoder, channels, ctx.image_shape[1:], o.aux_widen) if l_rec != 0 else None
+            head = make_feature_head(shape, o.aux_net or "1c2f", out_dim, o.aux_feature_dim, o.aux_widen)
+        decoder = make_feature_decoder(o.decoder, shape, ctx.image_shape[1:], o.aux_widen) if l_rec != 0 else None
         return InfoProAux(head, decoder, (l_rec, l_task), contrast, o.temperature)
