@@ -120,3 +120,30 @@ def test_a_vit_trains_a_step_with_isolated_stages(method):
 def test_contsup_is_refused_on_tokens():
     with pytest.raises(ConfigError, match="contsup adds image-shaped contexts .* carry tokens"):
         make_learner("infopro+contsup:R1E", k=3, arch="vit-cifar")
+
+
+# ----------------------------------------------------------------------------------------- MAN / MAN++ on blocks
+def test_manpp_vit_aux_net_is_the_released_one():
+    """s * LB(h) + (2 - s) * EMA(h) on copies of the next stage's first block, a trainable copy of its second
+    block, then LayerNorm and a Linear on the class token."""
+    learner = make_learner("dgl+man++", k=4, arch="vit-cifar", manpp_stem_module=False)
+    assert learner.num_stages == 4
+    branch, head = learner.owned[1]["momentum"], learner.owned[1]["aux"].head
+    assert isinstance(branch.trainable, Block) and isinstance(branch.twin, Block) and len(branch.tail) == 1
+    assert isinstance(branch.tail[0], Block) and not list(branch.twin.parameters())  # the twin holds buffers
+    with torch.no_grad():
+        branch.scale.fill_(0.7)
+    h = torch.randn(2, 65, 192)
+    fused = 0.7 * branch.trainable(h) + 1.3 * branch.twin(h)
+    expected = head.fc(head.norm(branch.tail[0](fused))[:, 0])
+    torch.testing.assert_close(learner.owned[1]["aux"].predict(learner.aux_feature(1, h)), expected)
+    # The twin tracks the next stage's first block (units 5 and 6 of stage 2 with two blocks per stage).
+    assert learner.net.records[2].unit_names[:2] == ("blocks.4", "blocks.5")
+    assert learner.mechanisms[0].sources[1] is learner.net.stages[2][0]
+
+
+def test_man_aux_blocks_is_checked_against_the_next_stage():
+    with pytest.raises(ConfigError, match="copies 3 blocks of stage 1, which has 2; set method_options.man_aux_blocks"):
+        make_learner("greedy+man", k=4, arch="vit-cifar", man_aux_blocks=3)
+    learner = make_learner("greedy+man", k=4, arch="resnet8", man_aux_blocks=1)
+    assert len(learner.owned[0]["momentum"].tail) == 0  # feature maps: one block, as the released CNN code

@@ -44,6 +44,10 @@ class MethodOptions:
     supervised contrastive loss (infopro only); otherwise it is built like every other module's."""
     man_copy_init: bool = False
     """Start MAN's trainable copy and EMA twin as exact copies of the next block (released: fresh random init)."""
+    man_aux_blocks: int | None = None
+    """Blocks of the next stage that MAN/MAN++'s aux net runs before its heads: the first as LB + EMA twin, the
+    others as trainable copies only. Default: 1 on feature maps (the released CNN code), 2 on tokens (the
+    released ViT code)."""
     mlaan_window: int = 2
     """W of MLAAN's cascade: stage k's cascaded loss re-runs stages k-W+1..k, so its gradient reaches them all.
     2 = the released CIFAR code, 3 = the released ImageNet code (and the released InfoPro/DGL + MLAAN nets)."""
