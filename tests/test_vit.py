@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
 import pytest
 import torch
 
 from helpers import ALL_LAMBDAS_ONE, make_learner, random_batch
 from locallearn.aux import TokenGrid, TokenHead
+from locallearn.cli import main
+from locallearn.config import build_config, load_recipe
 from locallearn.engine.local import LocalEngine
 from locallearn.errors import ConfigError
 from locallearn.models import MODELS, build_backbone
@@ -17,7 +23,7 @@ from locallearn.split import split_model
 STANDARD = {"vit-tiny": (5_717_416, 192, 3), "vit-small": (22_050_664, 384, 6), "vit-base": (86_567_656, 768, 12)}
 
 
-@pytest.mark.parametrize("arch", STANDARD)
+@pytest.mark.parametrize("arch", ["vit-tiny", "vit-small", pytest.param("vit-base", marks=pytest.mark.slow)])
 def test_standard_vits_have_the_standard_sizes(arch):
     model = MODELS.get(arch)(num_classes=1000)
     params, width, heads = STANDARD[arch]
@@ -147,3 +153,34 @@ def test_man_aux_blocks_is_checked_against_the_next_stage():
         make_learner("greedy+man", k=4, arch="vit-cifar", man_aux_blocks=3)
     learner = make_learner("greedy+man", k=4, arch="resnet8", man_aux_blocks=1)
     assert len(learner.owned[0]["momentum"].tail) == 0  # feature maps: one block, as the released CNN code
+
+
+# ----------------------------------------------------------------------------------------- recipes
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize(("size", "name"), [("tiny", "ViT-Tiny"), ("small", "ViT-Small"), ("base", "ViT-Base")])
+def test_manpp_vit_recipes_carry_the_released_settings(size, name):
+    recipe = CONFIGS / "imagenet" / f"vit_{size}_manpp_k4.yaml"
+    cfg = build_config(recipe)
+    assert f"MAN++ K=4, {name}/16" in load_recipe(recipe)["reproduces"]
+    assert (cfg.arch, cfg.method, cfg.K, cfg.image_size) == (f"vit-{size}", "greedy+man++", 4, 224)
+    assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.epochs) == ("adamw", 1e-3, 0.05, 1024, 90)
+    o = cfg.method_options
+    assert (o.manpp_stem_module, o.man_aux_blocks, o.ema_momentum) == (False, 2, 0.995)
+    # Four equal groups of three blocks; checked on the backbone without building the learner (fast).
+    net = split_model(
+        MODELS.get("vit-tiny")(num_classes=1000), cfg.K, cfg.split, arch=cfg.arch, input_shape=(3, 224, 224)
+    )
+    assert [r.unit_names[-1] for r in net.records] == ["blocks.2", "blocks.5", "blocks.8", "head"]
+
+
+def test_cifar_vit_recipe_trains_on_the_bundled_sample(tmp_path):
+    recipe = CONFIGS / "cifar10" / "vit_cifar_dgl_manpp_k4.yaml"
+    out = tmp_path / "run"
+    argv = ["train", "--config", str(recipe), "--dataset", "cifar10-sample", "--out", str(out), "--no-progress"]
+    argv += ["--epochs", "1", "--train-limit", "32", "--test-limit", "16", "--batch-size", "16", "--threads", "1"]
+    assert main([*argv, "--skip-memory-check"]) == 0  # the pre-flight check has its own tests; it doubles the time
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert len(record["train_loss"]) == 4 and all(math.isfinite(v) for v in record["train_loss"])
+    assert json.loads((out / "summary.json").read_text())["arch"] == "vit-cifar"

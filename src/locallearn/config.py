@@ -28,6 +28,7 @@ from .methods.options import MethodOptions
 # Keys a recipe may carry for humans; they do not change the run.
 META_KEYS = ("reproduces", "notes", "paper")
 PIPELINE_MODES = ("sync", "async")
+OPTIMIZERS = ("sgd", "adamw")
 PIPELINE_BACKENDS = ("auto", "gloo", "nccl")
 
 
@@ -85,6 +86,8 @@ class RunConfig:
     epochs: int = 160
     batch_size: int = 1024
     lr: float = 0.8
+    optimizer: str = "sgd"
+    """sgd (with momentum and nesterov below) or adamw (betas 0.9, 0.999: the ViT recipes' optimizer)."""
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 1e-4
@@ -306,6 +309,7 @@ def validate(cfg: RunConfig) -> None:
             cfg.schedule in SCHEDULES,
             f"schedule must be one of {', '.join(SCHEDULES)}, not '{cfg.schedule}'",
         ),
+        (cfg.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, not '{cfg.optimizer}'"),
         (cfg.amp in ("auto", "none", "bf16", "fp16"), f"amp must be auto, none, bf16 or fp16, not '{cfg.amp}'"),
         (cfg.engine in ("local", "pipeline"), f"engine must be local or pipeline, not '{cfg.engine}'"),
         (cfg.K >= 1, f"K must be >= 1, got {cfg.K}"),

@@ -140,8 +140,14 @@ def build_model(
 
 
 def build_optimizers(learner: LocalLearner, cfg: RunConfig) -> list[torch.optim.Optimizer]:
-    """One SGD per stage. Fused on CUDA (one kernel per stage's update), multi-tensor (foreach) elsewhere."""
+    """One SGD (or AdamW) per stage. Fused on CUDA (one kernel per stage's update), multi-tensor (foreach) elsewhere."""
     fused = next(learner.parameters()).device.type == "cuda"
+    kernel = {"foreach": not fused, "fused": fused}
+    if cfg.optimizer == "adamw":
+        return [
+            torch.optim.AdamW(learner.stage_parameters(k), lr=cfg.lr, weight_decay=cfg.weight_decay, **kernel)
+            for k in range(learner.num_stages)
+        ]
     return [
         torch.optim.SGD(
             learner.stage_parameters(k),
@@ -149,8 +155,7 @@ def build_optimizers(learner: LocalLearner, cfg: RunConfig) -> list[torch.optim.
             momentum=cfg.momentum,
             nesterov=cfg.nesterov,
             weight_decay=cfg.weight_decay,
-            foreach=not fused,
-            fused=fused,
+            **kernel,
         )
         for k in range(learner.num_stages)
     ]
