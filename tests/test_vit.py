@@ -102,7 +102,7 @@ def _isolation_step(learner) -> None:
         carry = {n: t.detach() for n, t in result.out.items()}
 
 
-VIT_METHODS = ["greedy", "dgl", "infopro", "dgl+man", "dgl+man++", "infopro+man++"]
+VIT_METHODS = ["greedy", "dgl", "infopro", "dgl+man", "dgl+man++", "infopro+man++", "dgl+mlaan"]
 
 
 @pytest.mark.parametrize("method", VIT_METHODS)
