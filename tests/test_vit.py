@@ -46,7 +46,7 @@ def test_units_map_images_to_tokens_to_logits():
 
 
 def test_a_vit_refuses_an_image_of_another_size():
-    with pytest.raises(ConfigError, match="takes 32x32 images, got 64x64; set image_size: 32"):
+    with pytest.raises(ConfigError, match="takes 32x32 images, got 64x64; give it 32x32 images"):
         build_backbone("vit-cifar", 10)(torch.randn(1, 3, 64, 64))
 
 

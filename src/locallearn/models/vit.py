@@ -40,7 +40,8 @@ class PatchEmbed(nn.Module):
             # The learned position embedding has one entry per patch of the size it was built for.
             raise ConfigError(
                 f"this ViT takes {self.image_size}x{self.image_size} images, got {x.shape[-2]}x{x.shape[-1]}; "
-                f"set image_size: {self.image_size} (or use vit-cifar for 32x32 data)"
+                f"give it {self.image_size}x{self.image_size} images (image_size: {self.image_size} on ImageNet "
+                "folders) or use vit-cifar for 32x32 data"
             )
         tokens = self.proj(x).flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, h*w, C)
         cls = self.cls_token.expand(x.shape[0], -1, -1)
