@@ -14,6 +14,7 @@ from locallearn.aux import TokenGrid, TokenHead
 from locallearn.cli import main
 from locallearn.config import build_config, load_recipe
 from locallearn.engine.local import LocalEngine
+from locallearn.engine.trainer import build_optimizers
 from locallearn.errors import ConfigError
 from locallearn.models import MODELS, build_backbone
 from locallearn.models.vit import Block, PatchEmbed, TokenClassifier
@@ -194,3 +195,12 @@ def test_profile_reports_vit_memory_and_flops(capsys):
     # Four stages of two blocks each: a local step holds about one stage's activations, E2E all of them.
     assert greedy["held_bytes"] < e2e["held_bytes"] / 2 and greedy["peak_bytes"] < e2e["peak_bytes"]
     assert all(s["train_flops"] > 0 and s["activation_bytes"] > 0 for s in greedy["stages"])
+
+
+def test_the_vit_recipes_optimizer_is_adamw_per_stage():
+    cfg = build_config(CONFIGS / "cifar10" / "vit_cifar_dgl_manpp_k4.yaml")
+    learner = make_learner(cfg.method, k=cfg.K, arch=cfg.arch, manpp_stem_module=False)
+    optimizers = build_optimizers(learner, cfg)
+    assert len(optimizers) == 4 and all(isinstance(o, torch.optim.AdamW) for o in optimizers)
+    assert all(o.defaults["lr"] == 1e-3 and o.defaults["weight_decay"] == 0.05 for o in optimizers)
+    assert [o.param_groups[0]["params"] for o in optimizers] == [learner.stage_parameters(k) for k in range(4)]
