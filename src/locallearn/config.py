@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .aux import DECODERS, HEADS
+from .aux import AUTO, DECODERS, HEADS
 from .engine.schedule import RENAMED, SCHEDULES
 from .errors import ConfigError
 from .methods.options import MethodOptions
@@ -343,11 +343,11 @@ def parse_activation_checkpoint(spec: str) -> tuple[str, int | None]:
 
 def _method_option_checks(o: MethodOptions) -> list[tuple[bool, str]]:
     """The options every objective reads (a mechanism checks its own when it is built)."""
-    heads = (*HEADS, "mlp-sr")
+    heads = (*HEADS, "mlp-sr", AUTO)
     return [
         (
             o.aux_net is None or o.aux_net in heads,
-            f"method_options.aux_net must be one of {', '.join(heads)} (or null: the method's default), "
+            f"method_options.aux_net must be one of {', '.join(heads)} (or null: auto, chosen by the feature), "
             f"not '{o.aux_net}'",
         ),
         (o.decoder in DECODERS, f"method_options.decoder must be one of {', '.join(DECODERS)}, not '{o.decoder}'"),

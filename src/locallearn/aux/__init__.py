@@ -1,12 +1,13 @@
 """Auxiliary networks built from boundary records."""
 
-from .build import DECODERS, HEADS, make_decoder, make_head
+from .build import AUTO, DECODERS, HEADS, aux_scale, choose_decoder, choose_head, make_decoder, make_head
 from .heads import HEAD_CONFIGS, AuxClassifier, Decoder, MLPSRHead
 from .imagenet import ImageNetDecoder, ImageNetHead
 from .man_dgl import MANDGLHead
 from .mlaan_imagenet import MLAANImageNetHead
 
 __all__ = [
+    "AUTO",
     "DECODERS",
     "HEAD_CONFIGS",
     "HEADS",
@@ -17,6 +18,9 @@ __all__ = [
     "MANDGLHead",
     "MLAANImageNetHead",
     "MLPSRHead",
+    "aux_scale",
+    "choose_decoder",
+    "choose_head",
     "make_decoder",
     "make_head",
 ]

@@ -5,7 +5,6 @@ A method name is `objective[:variant][+mechanism[:arg]]...`, e.g. `infopro:softm
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 from ..errors import ConfigError
@@ -83,14 +82,13 @@ def build_learner(
 ) -> LocalLearner:
     options = options or MethodOptions()
     obj_name, variant, mechs = parse_method(method)
-    if options.aux_net is None:
-        defaults = [MECHANISMS.get(m).default_aux_net(obj_name) for m, _ in mechs]
-        options = dataclasses.replace(options, aux_net=next((d for d in defaults if d is not None), None))
     if obj_name == "e2e":
         if net.num_stages != 1:
             raise ConfigError("e2e trains a single module: use K=1 (or drop --K)")
         objective = None
     else:
         objective = OBJECTIVES.get(obj_name)(options, variant)
+        defaults = [MECHANISMS.get(m).default_aux_net(obj_name) for m, _ in mechs]
+        objective.default_head = next((d for d in defaults if d is not None), objective.default_head)
     mechanisms = [MECHANISMS.get(m)(options, arg) for m, arg in mechs]
     return LocalLearner(net, objective, mechanisms, num_classes=num_classes, mean=mean, std=std)

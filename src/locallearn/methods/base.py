@@ -74,6 +74,9 @@ class Objective:
 
     name: str = ""
     variant: str | None = None
+    # The CIFAR-scale head used when method_options.aux_net is unset or `auto` (a mechanism may ask for another);
+    # ImageNet-scale features get the ImageNet head instead (`aux.choose_head`), except for greedy's GAP + linear.
+    default_head: str = ""
 
     def __init__(self, options: MethodOptions, variant: str | None = None) -> None:
         self.options = options
@@ -101,7 +104,8 @@ class Mechanism:
 
     @classmethod
     def default_aux_net(cls, objective: str) -> str | None:
-        """The aux head `objective` uses with this mechanism when method_options.aux_net is unset (None: its own)."""
+        """The CIFAR-scale aux head `objective` uses with this mechanism when method_options.aux_net is unset or
+        `auto` (None: the objective's own `default_head`)."""
         return None
 
     @classmethod

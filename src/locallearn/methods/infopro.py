@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..aux import make_decoder, make_head
+from ..aux import choose_decoder, choose_head, make_decoder, make_head
 from ..errors import ConfigError
 from ..losses import cross_entropy, reconstruction_loss, supcon_loss
 from .base import AuxContext, AuxLoss, AuxOutput, Batch, Objective
@@ -91,6 +91,7 @@ class InfoProAux(AuxLoss):
 class InfoPro(Objective):
     name = "infopro"
     variants = ("contrast", "softmax")
+    default_head = "1c2f"
 
     def __init__(self, options, variant: str | None = None) -> None:
         variant = variant or "contrast"
@@ -108,10 +109,13 @@ class InfoPro(Objective):
                 "(ixx_1/ixy_1 for the first module, ixx_2/ixy_2 for the last)"
             )
         contrast = self.variant == "contrast"
-        channels = ctx.feature_shape[0]
-        head = None
+        channels, shape, image = ctx.feature_shape[0], ctx.feature_shape, ctx.image_shape
+        head = decoder = None
         if l_task != 0:
             out_dim = o.aux_feature_dim if contrast else ctx.num_classes  # the embedding is D at any widen
-            head = make_head(channels, o.aux_net or "1c2f", out_dim, o.aux_feature_dim, o.aux_widen)
-        decoder = make_decoder(o.decoder, channels, ctx.image_shape[1:], o.aux_widen) if l_rec != 0 else None
+            name = choose_head(o.aux_net, self.default_head, shape, image)
+            head = make_head(channels, name, out_dim, o.aux_feature_dim, o.aux_widen)
+        if l_rec != 0:
+            kind = choose_decoder(o.decoder, shape, image)
+            decoder = make_decoder(kind, channels, image[1:], o.aux_widen, feature_size=shape[-2])
         return InfoProAux(head, decoder, (l_rec, l_task), contrast, o.temperature)
