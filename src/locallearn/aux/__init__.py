@@ -1,6 +1,6 @@
 """Auxiliary networks built from boundary records."""
 
-from .build import AUTO, DECODERS, HEADS, aux_scale, choose_decoder, choose_head, make_decoder, make_head
+from .build import AUTO, DECODERS, HEADS, choose_decoder, choose_head, make_decoder, make_head
 from .heads import HEAD_CONFIGS, AuxClassifier, Decoder, MLPSRHead
 from .imagenet import ImageNetDecoder, ImageNetHead
 from .man_dgl import MANDGLHead
@@ -18,7 +18,6 @@ __all__ = [
     "MANDGLHead",
     "MLAANImageNetHead",
     "MLPSRHead",
-    "aux_scale",
     "choose_decoder",
     "choose_head",
     "make_decoder",

@@ -1,5 +1,16 @@
 """Pick an objective's aux nets: by name (the CIFAR-scale nets of `heads.py`, the ImageNet nets of `imagenet.py`),
-or, for `auto`, by the shape of the feature they are fed (`aux_scale`)."""
+or, when method_options leave them unset or `auto`, by the boundary feature (C, h, w) they are fed and the input
+(3, H, W):
+
+- head (`choose_head`): the ImageNet head when C >= 256, else the method's CIFAR head (greedy keeps its GAP +
+  linear `0c1f` at any width: it costs C x classes weights);
+- decoder (`choose_decoder`): the stepwise ImageNet decoder when min(H, W) >= 112 or C >= 256, else the CIFAR one.
+
+So an ImageNet ResNet's 512- and 1024-channel boundaries get InfoPro's ImageNet head and decoder, its narrower
+ones (ResNet-18/34 layer1-2, a stem module) a CIFAR head and the stepwise decoder, and every boundary of the
+CIFAR, SVHN and STL-10 ResNets (C <= 64, H <= 96) the CIFAR nets the papers use. Only (C, h, w) features have
+an automatic choice; the rule is chosen by rank in `_channels`.
+"""
 
 from __future__ import annotations
 
@@ -15,45 +26,42 @@ AUTO = "auto"
 DECODERS = (AUTO, "cifar", "imagenet")
 # Every head `make_head` builds by name (DGL's own `mlp-sr` is built by its objective).
 HEADS = (*HEAD_CONFIGS, "imagenet", "man-dgl", "mlaan-imagenet")
-# An input at least this many pixels on its shorter side is ImageNet-scale: above STL-10's 96, the largest
-# image of the CIFAR-family datasets, and at or below the reduced ImageNet resolutions (112, 128, 160).
-IMAGENET_MIN_SIDE = 112
-# A feature this wide is ImageNet-scale at any input size: the CIFAR heads' first conv keeps all C channels
-# (9 C^2 weights, 18 C^2 FLOPs per pixel), where the ImageNet head first reduces them to C/4 with a 1x1 conv.
+# A feature this wide gets the ImageNet head and decoder: the CIFAR heads' first conv keeps all C channels (9 C^2
+# weights, 18 C^2 FLOPs per feature pixel) and the CIFAR decoder convolves C channels at the image's resolution,
+# where the ImageNet nets first reduce C with a 1x1 conv. Below it the ImageNet head's fixed 512- and 2048-wide
+# convs cost more than a CIFAR head (ResNet-18's 64- and 128-channel boundaries).
 IMAGENET_MIN_CHANNELS = 256
+# An input at least this many pixels on its shorter side gets the stepwise decoder at any width: above STL-10's
+# 96, the largest image of the CIFAR-family datasets, and at or below the reduced ImageNet resolutions (112, 128).
+IMAGENET_MIN_SIDE = 112
 
 
-def aux_scale(feature_shape: tuple[int, ...], image_shape: tuple[int, ...]) -> str:
-    """Which family of aux nets fits a boundary: `imagenet` or `cifar`.
-
-    Rule, for a feature (C, h, w) of an input (3, H, W): `imagenet` when min(H, W) >= IMAGENET_MIN_SIDE (112)
-    or C >= IMAGENET_MIN_CHANNELS (256), else `cifar`. The CIFAR decoder convolves at the image's resolution
-    and the CIFAR heads keep all C channels, so either costs more than the stage it trains at ImageNet size;
-    every boundary of the CIFAR, SVHN and STL-10 ResNets (C <= 64, H <= 96) stays `cifar`.
-    """
+def _channels(feature_shape: tuple[int, ...]) -> int:
+    """C of a (C, H, W) feature; the automatic choice knows no other shape."""
     if len(feature_shape) != 3:
         raise ConfigError(
             f"no automatic aux net for a feature of shape {tuple(feature_shape)}: only (C, H, W) maps have one; "
             "name method_options.aux_net and method_options.decoder"
         )
-    channels = feature_shape[0]
-    side = min(image_shape[1:])
-    return "imagenet" if side >= IMAGENET_MIN_SIDE or channels >= IMAGENET_MIN_CHANNELS else "cifar"
+    return feature_shape[0]
 
 
-def choose_head(
-    name: str | None, cifar_default: str, feature_shape: tuple[int, ...], image_shape: tuple[int, ...]
-) -> str:
-    """`name` when it names a head; for None or `auto`, the ImageNet head at ImageNet scale, else `cifar_default`
-    (the objective's or mechanism's own CIFAR-scale head)."""
+def choose_head(name: str | None, cifar_default: str, feature_shape: tuple[int, ...]) -> str:
+    """`name` when it names a head. For None or `auto`: the ImageNet head for a feature of C >= 256 channels,
+    else `cifar_default` (the objective's or mechanism's own CIFAR-scale head)."""
     if name not in (None, AUTO):
         return name
-    return "imagenet" if aux_scale(feature_shape, image_shape) == "imagenet" else cifar_default
+    return "imagenet" if _channels(feature_shape) >= IMAGENET_MIN_CHANNELS else cifar_default
 
 
 def choose_decoder(name: str, feature_shape: tuple[int, ...], image_shape: tuple[int, ...]) -> str:
-    """`name` when it names a decoder; for `auto`, the decoder of the feature's scale (`aux_scale`)."""
-    return aux_scale(feature_shape, image_shape) if name == AUTO else name
+    """`name` when it names a decoder. For `auto`: the stepwise ImageNet decoder for an input (3, H, W) with
+    min(H, W) >= 112 or a feature of C >= 256 channels, else the CIFAR decoder. Every boundary of the CIFAR, SVHN
+    and STL-10 ResNets (C <= 64, H <= 96) keeps the CIFAR decoder."""
+    if name != AUTO:
+        return name
+    wide = _channels(feature_shape) >= IMAGENET_MIN_CHANNELS
+    return "imagenet" if wide or min(image_shape[1:]) >= IMAGENET_MIN_SIDE else "cifar"
 
 
 def make_head(channels: int, config: str, out_dim: int, feature_dim: int = 128, widen: int = 1) -> nn.Module:

@@ -4,7 +4,7 @@ Both see a boundary feature (B, C, H, W) of a Bottleneck ResNet: C = 512 after a
 MAN/MAN++ K=2) and C = 1024 after a cut in layer3 (MAN K=4; MAN++ K=4 has one of each). The released nets
 hard-code 224^2 inputs and 1000 classes; here the decoder's intermediate sizes are fractions of the image size
 and the head has any number of outputs, so the same nets serve reduced-resolution runs and MAN's fused feature.
-Other widths (a user's model, the automatic choice of `build.aux_scale`) get a decoder built by the same rule.
+Other widths (a user's model, the automatic choice of `build.choose_decoder`) get a decoder built by one rule.
 """
 
 from __future__ import annotations

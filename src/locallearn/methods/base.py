@@ -75,7 +75,8 @@ class Objective:
     name: str = ""
     variant: str | None = None
     # The CIFAR-scale head used when method_options.aux_net is unset or `auto` (a mechanism may ask for another);
-    # ImageNet-scale features get the ImageNet head instead (`aux.choose_head`), except for greedy's GAP + linear.
+    # Features of 256 channels or more get the ImageNet head instead (`aux.choose_head`), except with greedy's
+    # GAP + linear.
     default_head: str = ""
 
     def __init__(self, options: MethodOptions, variant: str | None = None) -> None:

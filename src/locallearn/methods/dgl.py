@@ -1,7 +1,7 @@
 """Decoupled Greedy Learning (Belilovsky et al. 2020): CE of the MLP-SR auxiliary head at every stage.
 
-Any other head may be asked for (man-dgl: MAN's DGL head); without one, ImageNet-scale features get the ImageNet
-head (`aux.choose_head`): MLP-SR's three Linear(4C, 4C) would hold 50M weights on a 1024-channel feature.
+Any other head may be asked for (man-dgl: MAN's DGL head); without one, features of 256 channels or more get the
+ImageNet head (`aux.choose_head`): MLP-SR's three Linear(4C, 4C) would hold 50M weights on a 1024-channel feature.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ class DGL(Objective):
 
     def build_aux(self, ctx: AuxContext) -> AuxLoss:
         o = self.options
-        name = choose_head(o.aux_net, self.default_head, ctx.feature_shape, ctx.image_shape)
+        name = choose_head(o.aux_net, self.default_head, ctx.feature_shape)
         channels, spatial = ctx.feature_shape[0], ctx.feature_shape[-1]
         if name == "mlp-sr":
             return ClassifierAux(MLPSRHead(channels, spatial, ctx.num_classes))

@@ -113,7 +113,7 @@ class InfoPro(Objective):
         head = decoder = None
         if l_task != 0:
             out_dim = o.aux_feature_dim if contrast else ctx.num_classes  # the embedding is D at any widen
-            name = choose_head(o.aux_net, self.default_head, shape, image)
+            name = choose_head(o.aux_net, self.default_head, shape)
             head = make_head(channels, name, out_dim, o.aux_feature_dim, o.aux_widen)
         if l_rec != 0:
             kind = choose_decoder(o.decoder, shape, image)

@@ -10,13 +10,13 @@ class MethodOptions:
     aux_net: str | None = None
     """Aux head: 0c1f/0c2f/1c1f/1c2f/1c3f/2c2f, mlp-sr (DGL), man-dgl (the released MAN/MAN++ DGL head),
     mlaan-imagenet (MLAAN's ResNet-34 head), imagenet (InfoPro's 4-conv ImageNet head), or auto / null: chosen
-    per boundary from the feature it is fed. auto: greedy 0c1f; at CIFAR scale dgl mlp-sr and infopro 1c2f (with
-    man/man++ infopro 2c2f and dgl man-dgl); at ImageNet scale (input side >= 112 or >= 256 channels) imagenet."""
+    per boundary from the feature it is fed. auto: greedy 0c1f; dgl and infopro imagenet on features of >= 256
+    channels, else dgl mlp-sr and infopro 1c2f (with man/man++: infopro 2c2f, dgl man-dgl)."""
     decoder: str = "auto"
     """InfoPro reconstruction decoder: cifar (upsample to the image, two convs), imagenet (conv + 2x upsample
     steps up to the image, the released layers for the 512/1024-channel features of ImageNet ResNets, the same
-    rule for other widths; like the imagenet head, it ignores aux_widen) or auto (per boundary: imagenet at
-    ImageNet scale, as for aux_net, else cifar)."""
+    rule for other widths; like the imagenet head, it ignores aux_widen) or auto (per boundary: imagenet for an
+    input side >= 112 or a feature of >= 256 channels, else cifar)."""
     aux_feature_dim: int = 128
     """D: hidden width of the aux MLP and the contrastive embedding size."""
     aux_widen: int = 1

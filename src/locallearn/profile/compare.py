@@ -11,6 +11,7 @@ import torch
 from ..config import RunConfig
 from ..engine.trainer import resolve_device
 from ..methods import MethodOptions
+from .aux_warning import aux_warning
 from .memory import TracingEngine
 from .probe import InputSpec, build_engine, synthetic_batch
 from .step import StepProfile, profile_step
@@ -42,14 +43,17 @@ def measure(cfg: RunConfig, spec: InputSpec, warmup: int = 1) -> StepProfile:
 
 
 def comparison_row(cfg: RunConfig, profile: StepProfile, e2e: StepProfile) -> dict[str, Any]:
-    """One method's profile with its E2E reference, ratio (peak / E2E peak) and theoretical FLOPs overhead."""
+    """One method's profile with its E2E reference, ratio (peak / E2E peak), theoretical FLOPs overhead, and the
+    warning when an aux net costs more than its stage."""
+    stats = profile.to_dict()
     return {
         "method": cfg.method,
         "arch": cfg.arch,
         "dataset": cfg.dataset,
         "split": cfg.split if profile.K > 1 else None,
         "activation_checkpoint": cfg.activation_checkpoint,
-        **profile.to_dict(),
+        **stats,
+        "aux_warning": aux_warning(stats["stages"]),
         "e2e_peak_bytes": e2e.peak_bytes,
         "e2e_held_bytes": e2e.held_bytes,
         "e2e_static_bytes": e2e.static_bytes,
