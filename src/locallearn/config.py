@@ -23,6 +23,7 @@ import yaml
 from .aux import AUTO, DECODERS, HEADS
 from .engine.schedule import RENAMED, SCHEDULES
 from .errors import ConfigError
+from .logs import require_tensorboard
 from .methods.options import MethodOptions
 
 # Keys a recipe may carry for humans; they do not change the run.
@@ -54,6 +55,15 @@ class PipelineOptions:
     """Seconds any single torch.distributed wait may block before the run fails."""
     heartbeat_timeout: float = 60.0
     """Seconds without a heartbeat after which a rank counts as dead and every rank stops with an error."""
+
+
+@dataclass
+class LogOptions:
+    """Where a run's metrics go besides metrics.jsonl / metrics.csv, e.g. `--set log.tensorboard=true`."""
+
+    tensorboard: bool = False
+    """Also write TensorBoard event files under <out>/tensorboard/: per-stage loss and accuracy, LR, throughput
+    and memory (needs `pip install 'locallearn[tensorboard]'`)."""
 
 
 @dataclass
@@ -125,6 +135,8 @@ class RunConfig:
     method_options: MethodOptions = field(default_factory=MethodOptions)
     pipeline: PipelineOptions = field(default_factory=PipelineOptions)
     """Settings of the pipeline engine (ignored by the local engine)."""
+    log: LogOptions = field(default_factory=LogOptions)
+    """Extra metrics writers (TensorBoard)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -329,6 +341,8 @@ def validate(cfg: RunConfig) -> None:
         if not ok:
             raise ConfigError(message)
     parse_activation_checkpoint(cfg.activation_checkpoint)
+    if cfg.log.tensorboard:
+        require_tensorboard()
 
 
 def parse_activation_checkpoint(spec: str) -> tuple[str, int | None]:

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from ..config import RunConfig, parse_activation_checkpoint
 from ..data.build import Loader, RunData, build_data
 from ..errors import ConfigError, TrainingError
+from ..logs import TensorBoardWriter, tensorboard_writer
 from ..methods import LocalLearner, build_learner, needs_stem_module, parse_method
 from ..models import MODELS, build_backbone
 from ..profile.costs import inference_flops
@@ -262,6 +263,7 @@ class Trainer:
         self.elapsed = 0.0
         self.resume_point = EpochStart()  # where epoch `start_epoch` begins
         self.pending = False  # a checkpoint taken within the epoch waits at `pending_path` to be verified
+        self.tensorboard: TensorBoardWriter | None = None  # opened by `fit` in the process that writes the files
 
     def make_engine(self, amp: str, scaler: torch.amp.GradScaler | None) -> LocalEngine:
         return LocalEngine(self.run.learner, self.run.optimizers, amp=amp, scaler=scaler)
@@ -363,6 +365,8 @@ class Trainer:
                 _check_finite(running, epoch, step, self.checkpoint_path)
                 self.commit_pending()
                 bar.set_postfix_str(" ".join(f"{v:.3f}" for v in running.tolist()), refresh=False)
+                if self.tensorboard:
+                    self.tensorboard.step(epoch, step, self.engine.stats, time.perf_counter() - start)
             self.checkpoint_within(epoch, step, steps, start)
         total = self.engine.reset_stats()
         if run.device.type == "cuda":
@@ -424,6 +428,8 @@ class Trainer:
         main, run = self.is_main, self.run
         last = self.cfg.epochs if stop_after is None else min(self.cfg.epochs, stop_after)
         if main:
+            steps, resumed_at = len(run.train_loader), self.start_epoch * len(run.train_loader) + self.resume_point.step
+            self.tensorboard = tensorboard_writer(self.cfg.log.tensorboard, self.out, steps, run.device, resumed_at)
             self.out.mkdir(parents=True, exist_ok=True)
             write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
             if self.history:  # resumed: metrics written before a crash may be missing the checkpoint's last epoch
@@ -440,10 +446,14 @@ class Trainer:
             self.save(epoch)
             if main:
                 self._write_metrics()
+            if self.tensorboard:
+                self.tensorboard.epoch(record)
             if self.progress and main:
                 tqdm.write(_epoch_line(record))
         if not main:
             return None
+        if self.tensorboard:
+            self.tensorboard.close()
         summary = self.summary(held, flops)
         write_json(self.out / "summary.json", summary)
         return summary
