@@ -41,6 +41,25 @@ def test_a_run_writes_per_stage_scalars_to_tensorboard(tmp_path):
     assert all(v > 0 for _, v in series("throughput/images_per_s") + series("memory/peak_bytes"))
 
 
+def test_a_resumed_run_drops_the_events_its_checkpoint_does_not_cover(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    out = tmp_path / "run"
+    args = ["train", *QUICK, "--method", "greedy", "--K", "2", "--epochs", "2", "--out", str(out)]
+    assert main([*args, "--set", "log.tensorboard=true", "--stop-after-epoch", "1"]) == 0
+    with SummaryWriter(str(out / "tensorboard")) as stray:  # what a run killed in epoch 2 had logged
+        stray.add_scalar("epoch/lr", -1.0, 3)
+        stray.add_scalar("epoch/lr", -1.0, 4)
+    assert main(["train", "--out", str(out), "--resume"]) == 0
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    lr = [(e.step, e.value) for e in events.Scalars("epoch/lr")]
+    assert lr == [(2, pytest.approx(rows[0]["lr"])), (4, pytest.approx(rows[1]["lr"]))]
+
+
 def test_tensorboard_without_the_package_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(

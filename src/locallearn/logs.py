@@ -11,7 +11,7 @@ With `log.tensorboard: true` (`--set log.tensorboard=true`) the trainer writes e
   `epoch/train_accuracy/stage<k>`, `epoch/test_accuracy/stage<k>`, `epoch/test_accuracy`, `epoch/test_loss`
   and `epoch/train_seconds`.
 
-A resumed run first drops the events its checkpoint does not cover, so the curves continue without a fork.
+A run (or a resumed one) first drops the events its checkpoint does not cover, so the curves never fork.
 """
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ class TensorBoardWriter:
         require_tensorboard()
         from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when a run asks for it
 
-        # purge_step: events at or after the resumed step, written after the checkpoint, are dropped.
-        self.writer = SummaryWriter(str(out_dir / FOLDER), purge_step=resume_at + 1 if resume_at else None)
+        # Events past the step the run starts from (written after its checkpoint by a run that then stopped, or by an
+        # attempt that never reached one) are dropped, so each curve is the checkpointed run's.
+        self.writer = SummaryWriter(str(out_dir / FOLDER), purge_step=resume_at + 1)
         self.steps_per_epoch = steps_per_epoch
         self.device = device
 
