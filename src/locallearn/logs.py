@@ -3,7 +3,8 @@
 With `log.tensorboard: true` (`--set log.tensorboard=true`) the trainer writes event files under
 `<out>/tensorboard/`. The x axis is the global training step (epoch x steps per epoch + step):
 
-- every `log_every` steps (the local engine's loop, where it already syncs with the device): the running mean
+- every `log_every` steps (the local engine's loop, where it already syncs with the device; the pipeline
+  engine's ranks log the epoch scalars only): the running mean
   loss and accuracy of every stage over the epoch so far (`train/loss/stage<k>`, `train/accuracy/stage<k>`,
   stages without a classifier have no accuracy), the images trained per second (`throughput/images_per_s`) and
   the peak memory (`memory/peak_bytes`: allocated on CUDA, the process's peak resident set on CPU);
