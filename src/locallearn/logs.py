@@ -50,17 +50,21 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 
 class TensorBoardWriter:
-    """Scalars of one run under `<out_dir>/tensorboard/`; `steps_per_epoch` maps (epoch, step) to the x axis."""
+    """Scalars of one run under `<out_dir>/tensorboard/`; `steps_per_epoch` maps (epoch, step) to the x axis, and
+    the run starts after `start_step` steps of epoch `start_epoch` (a resumed run; 0, 0 for a new one)."""
 
-    def __init__(self, out_dir: Path, steps_per_epoch: int, device: torch.device, resume_at: int = 0) -> None:
+    def __init__(
+        self, out_dir: Path, steps_per_epoch: int, device: torch.device, start_epoch: int = 0, start_step: int = 0
+    ) -> None:
         require_tensorboard()
         from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when a run asks for it
 
-        # Events past the step the run starts from (written after its checkpoint by a run that then stopped, or by an
-        # attempt that never reached one) are dropped, so each curve is the checkpointed run's.
-        self.writer = SummaryWriter(str(out_dir / FOLDER), purge_step=resume_at + 1)
         self.steps_per_epoch = steps_per_epoch
         self.device = device
+        # Events past the step the run starts from (written after its checkpoint by a run that then stopped, or by an
+        # attempt that never reached one) are dropped, so each curve is the checkpointed run's.
+        purge = self.global_step(start_epoch, start_step) + 1
+        self.writer = SummaryWriter(str(out_dir / FOLDER), purge_step=purge)
 
     def global_step(self, epoch: int, step: int) -> int:
         """Step `step` (1-based) of epoch `epoch` (0-based) counted from the run's first step."""
@@ -98,7 +102,9 @@ class TensorBoardWriter:
 
 
 def tensorboard_writer(
-    enabled: bool, out_dir: Path, steps_per_epoch: int, device: torch.device, resume_at: int = 0
+    enabled: bool, out_dir: Path, steps_per_epoch: int, device: torch.device, start_epoch: int = 0, start_step: int = 0
 ) -> TensorBoardWriter | None:
     """The run's TensorBoard writer when `log.tensorboard` is on, else None."""
-    return TensorBoardWriter(out_dir, steps_per_epoch, device, resume_at) if enabled else None
+    if not enabled:
+        return None
+    return TensorBoardWriter(out_dir, steps_per_epoch, device, start_epoch, start_step)

@@ -428,8 +428,14 @@ class Trainer:
         main, run = self.is_main, self.run
         last = self.cfg.epochs if stop_after is None else min(self.cfg.epochs, stop_after)
         if main:
-            steps, resumed_at = len(run.train_loader), self.start_epoch * len(run.train_loader) + self.resume_point.step
-            self.tensorboard = tensorboard_writer(self.cfg.log.tensorboard, self.out, steps, run.device, resumed_at)
+            self.tensorboard = tensorboard_writer(
+                self.cfg.log.tensorboard,
+                self.out,
+                len(run.train_loader),
+                run.device,
+                self.start_epoch,
+                self.resume_point.step,
+            )
             self.out.mkdir(parents=True, exist_ok=True)
             write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
             if self.history:  # resumed: metrics written before a crash may be missing the checkpoint's last epoch
