@@ -3,11 +3,11 @@
 With `log.tensorboard: true` (`--set log.tensorboard=true`) the trainer writes event files under
 `<out>/tensorboard/`. The x axis is the global training step (epoch x steps per epoch + step):
 
-- every `log_every` steps (the local engine's loop, where it already syncs with the device; the pipeline
-  engine's ranks log the epoch scalars only): the running mean
-  loss and accuracy of every stage over the epoch so far (`train/loss/stage<k>`, `train/accuracy/stage<k>`,
-  stages without a classifier have no accuracy), the images trained per second (`throughput/images_per_s`) and
-  the peak memory (`memory/peak_bytes`: allocated on CUDA, the process's peak resident set on CPU);
+- every `log_every` steps (the local engine's loop, where it already syncs with the device; the pipeline engine
+  logs the epoch scalars only): the running mean loss and accuracy of every stage over the epoch so far
+  (`train/loss/stage<k>`, `train/accuracy/stage<k>`; stages without a classifier have no accuracy), the images
+  trained per second (`throughput/images_per_s`) and the peak memory (`memory/peak_bytes`: allocated on CUDA,
+  the process's peak resident set on CPU);
 - at the end of every epoch, the row metrics.jsonl gets: `epoch/lr`, `epoch/train_loss/stage<k>`,
   `epoch/train_accuracy/stage<k>`, `epoch/test_accuracy/stage<k>`, `epoch/test_accuracy`, `epoch/test_loss`
   and `epoch/train_seconds`.
@@ -18,7 +18,6 @@ A run (or a resumed one) first drops the events its checkpoint does not cover, s
 from __future__ import annotations
 
 import importlib.util
-import resource
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +44,8 @@ def peak_memory_bytes(device: torch.device) -> int:
     """Peak allocated bytes on CUDA; on CPU the process's peak resident set (Linux reports KiB, macOS bytes)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
+    import resource  # POSIX only: imported where a CPU run on such a system asks for it
+
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 
