@@ -32,9 +32,9 @@ import torch.multiprocessing as mp
 from _run import RESULTS
 from locallearn.config import PipelineOptions, RunConfig, build_config
 from locallearn.data.datasets import CIFAR_MEAN, CIFAR_STD
-from locallearn.dist.groups import launch
 from locallearn.engine.local import LocalEngine
-from locallearn.engine.pipeline import build_pipeline_engine
+from locallearn.engine.pipeline.groups import launch
+from locallearn.engine.pipeline.run import build_pipeline_engine
 from locallearn.engine.trainer import build_model, build_optimizers
 from locallearn.profile.provenance import provenance
 from locallearn.profile.results import result_stem, write_results

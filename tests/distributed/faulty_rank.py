@@ -14,7 +14,7 @@ import signal
 import sys
 
 from locallearn.cli import main
-from locallearn.engine.pipeline_engine import PipelineEngine
+from locallearn.engine.pipeline.engine import PipelineEngine
 
 
 def _inject(mode: str, rank: int, at_step: int) -> None:

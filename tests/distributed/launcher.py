@@ -1,7 +1,7 @@
 """Start the processes of a multi-process test on this machine: gloo on CPU, one thread each, a free port.
 
 - `spawn(fn, world, *args)`: `fn(rank, world, *args)` in `world` fresh interpreters (torch.multiprocessing),
-  with torchrun's environment variables set, so that `locallearn.dist.groups.launch` works as under torchrun.
+  with torchrun's environment variables set, so that `locallearn.engine.pipeline.groups.launch` works as under torchrun.
 - `torchrun(args, nproc)`: `torchrun ... -m locallearn <args>`, the user's launch.
 - `ranks(args, world)`: one `python tests/distributed/faulty_rank.py <args>` per rank with no launcher agent around
   them (as on separate nodes), so that only the ranks themselves can notice that one of them has failed.

@@ -20,10 +20,10 @@ from probes import probe_learner
 
 from helpers import DEFAULT_ARG, make_learner, random_batch
 from locallearn.config import PipelineOptions
-from locallearn.dist.groups import launch
 from locallearn.engine.local import LocalEngine, evaluate
-from locallearn.engine.pipeline import build_pipeline_engine, stage_state_dict
-from locallearn.engine.pipeline_plan import module_tensors
+from locallearn.engine.pipeline.groups import launch
+from locallearn.engine.pipeline.plan import module_tensors
+from locallearn.engine.pipeline.run import build_pipeline_engine, stage_state_dict
 from locallearn.methods import MECHANISMS, OBJECTIVES, LocalLearner
 
 pytestmark = pytest.mark.dist

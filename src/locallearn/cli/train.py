@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     if speaks and not args.json:
         print(schedule_line(cfg), flush=True)
     if cfg.engine == "pipeline":
-        from ..engine.pipeline import run_pipeline  # noqa: PLC0415  (only under torchrun)
+        from ..engine.pipeline.run import run_pipeline  # noqa: PLC0415  (only under torchrun)
 
         summary = run_pipeline(
             cfg, out, resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after_epoch

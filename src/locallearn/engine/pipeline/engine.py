@@ -3,7 +3,7 @@
 Per stage the work is the local engine's (`backward_stage`, `after_backward`, the optimizer step once no
 later stage can reach the stage, `close_stage`), so with `mode: sync` every stage sees the same inputs and
 weights as under the local engine and makes the same update. What crosses ranks besides the carry is in
-`pipeline_plan`: cascade windows (MLAAN) and EMA sources (MAN). Data-parallel replicas of a position average
+`plan`: cascade windows (MLAAN) and EMA sources (MAN). Data-parallel replicas of a position average
 their gradients before each optimizer step.
 
 In `mode: async` a rank trains on a replay buffer of received carries instead of waiting for its
@@ -18,14 +18,14 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ..config import PipelineOptions
-from ..dist.comm import Clock, Inbox, Outbox, peer_failure
-from ..dist.groups import Groups, Launch
-from ..dist.replay import ReplayBuffer
-from ..dist.wire import Header, Kind, Layout
-from ..methods import Batch, Carry, LocalLearner
-from .local import LocalEngine, StepStats, autocast_context
-from .pipeline_plan import PipelinePlan, module_tensors, stage_buffers, stage_state
+from ...config import PipelineOptions
+from ...methods import Batch, Carry, LocalLearner
+from ..local import LocalEngine, StepStats, autocast_context
+from .comm import Clock, Inbox, Outbox, peer_failure
+from .groups import Groups, Launch
+from .plan import PipelinePlan, module_tensors, stage_buffers, stage_state
+from .replay import ReplayBuffer
+from .wire import Header, Kind, Layout
 
 
 class _Stream:

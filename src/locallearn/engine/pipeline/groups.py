@@ -9,8 +9,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from ..config import PipelineOptions
-from ..errors import ConfigError
+from ...config import PipelineOptions
+from ...errors import ConfigError
 from .topology import Topology
 
 TORCHRUN_HINT = "torchrun --nproc-per-node N -m locallearn train --engine pipeline ..."

@@ -26,14 +26,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..config import PipelineOptions, RunConfig
-from ..dist.comm import peer_failure
-from ..dist.groups import Launch, launch, make_groups
-from ..dist.monitor import Monitor
-from ..dist.topology import make_topology, positions_of
-from ..errors import ConfigError, TrainingError
-from ..methods import LocalLearner
-from .checkpoint import (
+from ...config import PipelineOptions, RunConfig
+from ...errors import ConfigError, TrainingError
+from ...methods import LocalLearner
+from ..checkpoint import (
     commit_record,
     load_checkpoint,
     load_stage,
@@ -43,10 +39,14 @@ from .checkpoint import (
     stage_file,
     stage_folder,
 )
-from .pipeline_engine import PipelineEngine
-from .pipeline_plan import PipelinePlan, trace_stages
-from .run_dir import prepare_run_dir
-from .trainer import EpochStart, Trainer, _check_finite, build_run, refuse_non_finite, use_channels_last
+from ..run_dir import prepare_run_dir
+from ..trainer import EpochStart, Trainer, _check_finite, build_run, refuse_non_finite, use_channels_last
+from .comm import peer_failure
+from .engine import PipelineEngine
+from .groups import Launch, launch, make_groups
+from .monitor import Monitor
+from .plan import PipelinePlan, trace_stages
+from .topology import make_topology, positions_of
 
 ANOTHER_RANK = "another rank"
 
