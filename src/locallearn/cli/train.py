@@ -117,7 +117,8 @@ def schedule_line(cfg: RunConfig, shown: int = 4) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.checkpoint import CHECKPOINT, assemble_stages, load_checkpoint
+    from ..engine.checkpoint import CHECKPOINT, load_checkpoint
+    from ..engine.pipeline.run import DistributedTrainer, launched
     from ..engine.run_dir import prepare_run_dir
     from ..engine.trainer import Trainer, check_stop_after
     from ..plan.apply import prepare
@@ -127,8 +128,8 @@ def run(args: argparse.Namespace) -> int:
     record = None  # the checkpoint --resume continues: tensors and plain data only (see load_checkpoint)
     if args.resume:
         out = out or default_out(config_from_args(args))
-        # Without the file (a pipeline rank on a node that does not hold last.pt) the config is the flags';
-        # prepare_run_dir or the pipeline's rank 0 says when there is nothing to resume.
+        # Without the file (a rank on a node that does not hold last.pt) the config is the flags';
+        # prepare_run_dir on rank 0 says when there is nothing to resume.
         if (out / CHECKPOINT).is_file():
             record = load_checkpoint(out / CHECKPOINT, assemble=False)
     cfg = config_from_args(args, record["config"] if record else None)
@@ -139,20 +140,18 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--memory-budget chooses K for a new run; drop it with --resume (the run keeps its K)")
     cfg = prepare(cfg, args.memory_budget, check=not args.skip_memory_check)
     out = out or default_out(cfg)
-    if cfg.engine != "pipeline":  # (the pipeline's rank 0 checks it once every rank has started)
-        prepare_run_dir(out, resume=args.resume)
-    if speaks and not args.json:
-        print(schedule_line(cfg), flush=True)
-    if cfg.engine == "pipeline":
-        from ..engine.pipeline.run import run_pipeline  # noqa: PLC0415  (only under torchrun)
-
-        summary = run_pipeline(
-            cfg, out, resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after_epoch
-        )
-    else:
-        trainer = Trainer(cfg, out, progress=not args.no_progress)
-        if record is not None:
-            trainer.restore(assemble_stages(record, out))
+    progress = not args.no_progress
+    with launched(cfg) as world:  # torch.distributed under torchrun; None in a single process
+        if speaks:
+            prepare_run_dir(out, resume=args.resume)
+            if not args.json:
+                print(schedule_line(cfg), flush=True)
+        if world is None:
+            trainer = Trainer(cfg, out, progress=progress)
+        else:
+            trainer = DistributedTrainer(cfg, out, world=world, progress=progress)
+        if args.resume:
+            trainer.resume()
         summary = trainer.fit(stop_after=args.stop_after_epoch)
     if summary is not None:
         if args.json:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..config import RunConfig
-from ..engine.local import autocast_context
+from ..engine.step import autocast_context
 from ..engine.trainer import resolve_amp, resolve_device
 from ..methods import LocalLearner, MethodOptions, build_learner, needs_stem_module
 from ..models import build_backbone

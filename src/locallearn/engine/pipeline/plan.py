@@ -26,7 +26,7 @@ from torch import nn
 from ...config import PipelineOptions
 from ...errors import ConfigError
 from ...methods import Batch, LocalLearner
-from ..local import autocast_context
+from ..step import autocast_context
 from .topology import Topology
 from .wire import Kind, Layout, TensorSpec, state_specs
 
