@@ -71,12 +71,14 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1", **(extra or {})}
 
 
-def torchrun(args: list[str], nproc: int, *, timeout: float = 300.0) -> subprocess.CompletedProcess:
+def torchrun(
+    args: list[str], nproc: int, *, timeout: float = 300.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
         "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "locallearn", *args,
     ]  # fmt: skip
-    return subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run(command, env=_env(env), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
 @dataclass
