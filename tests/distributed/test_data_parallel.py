@@ -10,9 +10,15 @@ import os
 
 import pytest
 import torch
-from launcher import HERE, ROOT, torchrun
+from launcher import HERE, ROOT, spawn, torchrun
 
+from helpers import make_learner, random_batch
+from locallearn.config import PipelineOptions
 from locallearn.engine.checkpoint import load_checkpoint
+from locallearn.engine.local import LocalEngine
+from locallearn.engine.pipeline.groups import launch
+from locallearn.engine.pipeline.run import build_pipeline_engine
+from locallearn.engine.pipeline.transport import PipelineTransport
 
 pytestmark = pytest.mark.dist
 
@@ -69,3 +75,38 @@ def test_one_writer_and_one_metrics_file(runs):
     assert summary["epochs"] == 2
     assert summary["pipeline"]["world_size"] == 2 and summary["pipeline"]["replicas"] == 2
     assert summary["pipeline"]["stage_groups"] == [[0, 1]]  # one position: every replica holds every stage
+
+
+def _sgd(learner) -> list[torch.optim.Optimizer]:
+    return [torch.optim.SGD(learner.stage_parameters(k), lr=0.05, momentum=0.9) for k in range(learner.num_stages)]
+
+
+def _one_position(rank: int, world: int, out) -> None:
+    """The pipeline's transport on a world of one rank: one position that owns every stage."""
+    options = PipelineOptions(backend="gloo", timeout=60)
+    learner = make_learner("greedy+mlaan", k=3)
+    engine = build_pipeline_engine(
+        learner, _sgd(learner), launch=launch(options, "cpu"), options=options, batch_size=8, eval_batch_size=8
+    )
+    assert isinstance(engine.transport, PipelineTransport) and list(engine.transport.stages) == [0, 1, 2]
+    engine.begin_epoch(3)
+    for t in range(3):
+        engine.train_step(*random_batch(8, seed=20 + t))
+    torch.save({"state": learner.state_dict(), "loss": engine.end_epoch().loss}, out / "one.pt")
+
+
+def test_the_local_engine_is_the_pipeline_with_one_position(tmp_path):
+    """The same engine class, local transport or pipeline transport on one rank: the same bits (a cascade
+    method, so the deferred optimizer steps of both transports are exercised too)."""
+    spawn(_one_position, 1, tmp_path)
+    got = torch.load(tmp_path / "one.pt", weights_only=False)
+    torch.set_num_threads(1)  # as in the rank, so that float reductions run in the same order
+    learner = make_learner("greedy+mlaan", k=3)
+    engine = LocalEngine(
+        learner, [torch.optim.SGD(learner.stage_parameters(k), lr=0.05, momentum=0.9) for k in range(3)]
+    )
+    for t in range(3):
+        engine.train_step(*random_batch(8, seed=20 + t))
+    assert torch.equal(engine.reset_stats().loss, got["loss"])
+    for key, value in learner.state_dict().items():
+        assert torch.equal(got["state"][key], value), key
