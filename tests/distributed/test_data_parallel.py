@@ -31,6 +31,7 @@ RUN = [
 ]  # fmt: skip
 ENV = {"PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
 TOLERANCE = dict(rtol=1e-4, atol=1e-6)
+GRADIENT_TOLERANCE = dict(rtol=1e-4, atol=1e-5)  # momentum buffers sum gradients, some of them near 0
 
 
 def _train(args: list[str], nproc: int) -> None:
@@ -57,7 +58,8 @@ def test_two_replicas_make_the_single_process_update(runs):
         torch.testing.assert_close(two["learner"][key], value, **TOLERANCE, msg=key)
     for mine, theirs in zip(one["optimizers"], two["optimizers"], strict=True):
         for i, slot in mine["state"].items():
-            torch.testing.assert_close(theirs["state"][i]["momentum_buffer"], slot["momentum_buffer"], **TOLERANCE)
+            got, want = theirs["state"][i]["momentum_buffer"], slot["momentum_buffer"]
+            torch.testing.assert_close(got, want, **GRADIENT_TOLERANCE)
     for a, b in zip(one["history"], two["history"], strict=True):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
         assert b["test_acc"] == pytest.approx(a["test_acc"])
