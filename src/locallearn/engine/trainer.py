@@ -215,7 +215,7 @@ def diverged(what: str, epoch: int, step: int, ckpt: Path) -> TrainingError:
     return TrainingError(f"{what} ({when}); {kept}")
 
 
-def check_finite(losses: torch.Tensor, epoch: int, step: int, ckpt: Path) -> None:
+def _check_finite(losses: torch.Tensor, epoch: int, step: int, ckpt: Path) -> None:
     for k, v in enumerate(losses.tolist()):
         if not math.isfinite(v):
             raise diverged(f"non-finite loss at stage {k}", epoch, step, ckpt)
@@ -365,7 +365,7 @@ class Trainer:
             if self.pending or step % cfg.log_every == 0 or step == steps:
                 # One host sync per `log_every` steps (and after a checkpoint): the running mean loss of each stage.
                 running = engine.stats.loss / max(engine.stats.steps, 1)
-                check_finite(running, epoch, step, self.checkpoint_path)
+                _check_finite(running, epoch, step, self.checkpoint_path)
                 self.commit_pending()
                 self.show_progress(bar, step, running)
             self.checkpoint_within(epoch, step, steps, start)
