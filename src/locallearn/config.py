@@ -23,7 +23,7 @@ import yaml
 from .aux import DECODERS, HEADS
 from .engine.schedule import RENAMED, SCHEDULES
 from .errors import ConfigError
-from .methods.options import MethodOptions
+from .methods import MethodOptions, MethodSpec, parse_method
 
 # Keys a recipe may carry for humans; they do not change the run.
 META_KEYS = ("reproduces", "notes", "paper")
@@ -65,7 +65,8 @@ class RunConfig:
     method: str = "infopro"
     """objective[:variant][+mechanism[:arg]]...: e2e, greedy, dgl, infopro[:contrast|:softmax] (+ mechanisms)."""
     K: int = 4
-    """Number of gradient-isolated stages (forced to 1 for e2e)."""
+    """Number of gradient-isolated modules asked for (forced to 1 for e2e); MAN++ may train one more stage, the
+    stem's (`spec.stem_module`)."""
     split: Any = None
     """table | balanced-memory | stem-merged | even | even-memory | [[stage, block], ...] | units:i,j."""
     dataset: str = "cifar10-sample"
@@ -128,6 +129,11 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def spec(self) -> MethodSpec:
+        """`method` parsed (once per distinct string: `parse_method` is cached)."""
+        return parse_method(self.method)
 
 
 @functools.cache
@@ -273,8 +279,8 @@ def build_config(
 
 def validate(cfg: RunConfig) -> None:
     """Ranges and choices of a config whose values already have their fields' types (see `coerce`)."""
-    objective = cfg.method.split("+")[0].split(":")[0]
-    if objective == "e2e":
+    spec = cfg.spec
+    if spec.is_e2e:
         cfg.K = 1
     checks = [
         (cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}"),
@@ -310,7 +316,7 @@ def validate(cfg: RunConfig) -> None:
         (cfg.engine in ("local", "pipeline"), f"engine must be local or pipeline, not '{cfg.engine}'"),
         (cfg.K >= 1, f"K must be >= 1, got {cfg.K}"),
         (
-            cfg.K >= 2 or objective == "e2e",
+            cfg.K >= 2 or spec.is_e2e,
             f"K=1 leaves method '{cfg.method}' no module boundary: it would train end to end with an extra head; "
             "use --method e2e, or K >= 2",
         ),

@@ -103,8 +103,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def default_out(cfg: RunConfig) -> Path:
-    method = cfg.method.replace("+", "_").replace(":", "-")
-    return Path("runs") / f"{cfg.dataset}_{cfg.arch.replace(':', '-')}_{method}_k{cfg.K}_s{cfg.seed}"
+    return Path("runs") / f"{cfg.dataset}_{cfg.arch.replace(':', '-')}_{cfg.spec.slug}_k{cfg.K}_s{cfg.seed}"
 
 
 def schedule_line(cfg: RunConfig, shown: int = 4) -> str:
