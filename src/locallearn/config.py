@@ -20,7 +20,6 @@ from typing import Any
 
 import yaml
 
-from .aux import DECODERS, HEADS
 from .engine.schedule import RENAMED, SCHEDULES
 from .errors import ConfigError
 from .methods import MethodOptions, MethodSpec, parse_method
@@ -329,12 +328,12 @@ def validate(cfg: RunConfig) -> None:
             "checkpoint_every needs pipeline.mode sync: asynchronous ranks never finish a step together",
         ),
         *_pipeline_checks(cfg.pipeline),
-        *_method_option_checks(cfg.method_options),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
     parse_activation_checkpoint(cfg.activation_checkpoint)
+    cfg.method_options.validate()  # each objective's and mechanism's options check themselves
 
 
 def parse_activation_checkpoint(spec: str) -> tuple[str, int | None]:
@@ -345,24 +344,6 @@ def parse_activation_checkpoint(spec: str) -> tuple[str, int | None]:
     if kind == "per-stage" and count.isdigit() and int(count) >= 2:
         return kind, int(count)
     raise ConfigError(f"activation_checkpoint must be none, per-unit or per-stage:J with J >= 2 segments, not '{spec}'")
-
-
-def _method_option_checks(o: MethodOptions) -> list[tuple[bool, str]]:
-    """The options every objective reads (a mechanism checks its own when it is built)."""
-    heads = (*HEADS, "mlp-sr")
-    return [
-        (
-            o.aux_net is None or o.aux_net in heads,
-            f"method_options.aux_net must be one of {', '.join(heads)} (or null: the method's default), "
-            f"not '{o.aux_net}'",
-        ),
-        (o.decoder in DECODERS, f"method_options.decoder must be one of {', '.join(DECODERS)}, not '{o.decoder}'"),
-        (
-            o.aux_feature_dim >= 1 and o.aux_widen >= 1,
-            f"method_options.aux_feature_dim and aux_widen must be >= 1, got {o.aux_feature_dim}, {o.aux_widen}",
-        ),
-        (o.temperature > 0, f"method_options.temperature must be > 0, got {o.temperature}"),
-    ]
 
 
 def _pipeline_checks(p: PipelineOptions) -> list[tuple[bool, str]]:

@@ -12,7 +12,7 @@ from ..split import SplitNet
 from . import contsup, dgl, greedy, infopro, man, mlaan  # noqa: F401  (register the objectives and mechanisms)
 from .base import AuxContext, AuxLoss, AuxOutput, Batch, Carry, Mechanism, Objective, StageResult
 from .learner import LocalLearner
-from .options import MethodOptions
+from .options import AuxOptions, compose_options
 from .registry import MECHANISMS, OBJECTIVES
 from .spec import MechanismSpec, MethodSpec, list_methods, parse_method
 
@@ -35,6 +35,15 @@ __all__ = [
     "list_methods",
     "parse_method",
 ]
+
+
+# The `method_options` a recipe may set: every registered part's options, flat (see options.py).
+MethodOptions = compose_options(
+    [AuxOptions]
+    + [t for name in OBJECTIVES.names() for t in OBJECTIVES.get(name).options_types]
+    + [t for name in MECHANISMS.names() for t in MECHANISMS.get(name).options_types],
+    __name__,
+)
 
 
 def build_learner(
