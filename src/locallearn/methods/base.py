@@ -60,7 +60,7 @@ class AuxContext:
     """What an objective needs to build stage k's aux net."""
 
     k: int  # 0-based local module index (0..K-2)
-    num_stages: int  # K
+    num_stages: int  # stages trained: K, plus the stem's own with MAN++
     feature_shape: tuple[int, ...]  # (C, H, W) of the tensor the aux net sees
     image_shape: tuple[int, ...]  # (3, H, W)
     num_classes: int
