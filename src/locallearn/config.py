@@ -2,8 +2,8 @@
 
 Precedence: dataclass defaults < recipe file (`--config`) < explicit flags < `--set key=value` overrides.
 Every value, from any of them, is converted to its field's type here (`coerce`) and the whole config is then
-checked (`validate`): an unknown key, a value of the wrong type or out of range is a `ConfigError` naming the
-key, the value and what is expected.
+checked (`RunConfig.validate`, which asks `pipeline` and each method part to check its own): an unknown key,
+a value of the wrong type or out of range is a `ConfigError` naming the key, the value and what is expected.
 """
 
 from __future__ import annotations
