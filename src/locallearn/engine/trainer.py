@@ -128,9 +128,8 @@ def build_model(
         *parse_activation_checkpoint(cfg.activation_checkpoint),
         lambda j: resolve_cuts(backbone, j, cfg.split, arch=cfg.arch, dataset=cfg.dataset, costs=net.unit_costs),
     )
-    learner = build_learner(cfg.spec, net, num_classes=num_classes, mean=mean, std=std, options=cfg.method_options).to(
-        device
-    )
+    learner = build_learner(cfg.spec, net, num_classes=num_classes, mean=mean, std=std, options=cfg.method_options)
+    learner = learner.to(device)
     if use_channels_last(cfg, device):
         learner = learner.to(memory_format=torch.channels_last)
     if cfg.compile:

@@ -128,7 +128,7 @@ def profile_step(
     peak_stage = max(range(len(stages)), key=lambda k: stages[k].peak_bytes)
     return StepProfile(
         method=method,
-        K=learner.num_stages - learner.net.stem_is_module if K is None else K,
+        K=learner.num_stages if K is None else K,  # a learner built without a config: its stages
         cuts=list(learner.net.cuts),
         batch_size=x.shape[0],
         image_shape=tuple(x.shape[1:]),
