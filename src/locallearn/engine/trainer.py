@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..config import RunConfig, parse_activation_checkpoint
 from ..data.build import Loader, RunData, build_data
 from ..errors import ConfigError, TrainingError
-from ..methods import LocalLearner, build_learner, needs_stem_module, parse_method
+from ..methods import LocalLearner, build_learner
 from ..models import MODELS, build_backbone
 from ..profile.costs import inference_flops
 from ..profile.memory import held_for_backward
@@ -124,16 +124,15 @@ def build_model(
         arch=cfg.arch,
         dataset=cfg.dataset,
         input_shape=image_shape,
-        stem_module=needs_stem_module(cfg.method, cfg.method_options),
+        stem_module=cfg.spec.stem_module(cfg.method_options),
     )
     checkpoint_split(
         net,
         *parse_activation_checkpoint(cfg.activation_checkpoint),
         lambda j: resolve_cuts(backbone, j, cfg.split, arch=cfg.arch, dataset=cfg.dataset, costs=net.unit_costs),
     )
-    learner = build_learner(
-        cfg.method, net, num_classes=num_classes, mean=mean, std=std, options=cfg.method_options
-    ).to(device)
+    learner = build_learner(cfg.spec, net, num_classes=num_classes, mean=mean, std=std, options=cfg.method_options)
+    learner = learner.to(device)
     if use_channels_last(cfg, device):
         learner = learner.to(memory_format=torch.channels_last)
     if cfg.compile:
@@ -182,7 +181,6 @@ def build_run(cfg: RunConfig, device: torch.device | None = None, *, share: tupl
     if cfg.return_freed_memory and device.type == "cpu":
         return_freed_memory()
     # Cheap checks first, so that a typo fails before any data is read.
-    parse_method(cfg.method)
     if ":" not in cfg.arch:
         MODELS.get(cfg.arch)
     torch.manual_seed(cfg.seed)
@@ -464,8 +462,8 @@ class Trainer:
             "method": self.cfg.method,
             "arch": self.cfg.arch,
             "dataset": self.cfg.dataset,
-            "K": learner.num_stages,
-            "modules": learner.num_stages,
+            "K": self.cfg.K,
+            "stages": learner.num_stages,
             "stem_is_module": learner.net.stem_is_module,
             "cuts": learner.net.cuts,
             "epochs": len(self.history),
