@@ -26,7 +26,7 @@ def e2e_config(cfg: RunConfig) -> RunConfig:
 
 def is_reference(cfg: RunConfig) -> bool:
     """Whether `cfg` is its own E2E reference (plain E2E, no activation checkpointing)."""
-    return cfg.method == "e2e" and cfg.activation_checkpoint == "none"
+    return cfg.spec.is_e2e and cfg.activation_checkpoint == "none"
 
 
 def measure(cfg: RunConfig, spec: InputSpec, warmup: int = 1) -> StepProfile:
@@ -34,7 +34,7 @@ def measure(cfg: RunConfig, spec: InputSpec, warmup: int = 1) -> StepProfile:
     device = resolve_device(cfg.device)
     engine = build_engine(dataclasses.replace(cfg, compile=False), spec, device, TracingEngine)
     x, y = synthetic_batch(cfg, spec, device)
-    profile = profile_step(engine, x, y, method=cfg.method, warmup=warmup)
+    profile = profile_step(engine, x, y, method=cfg.method, K=cfg.K, warmup=warmup)
     # Free this model before the next one is built, so CUDA peaks never include another run's tensors.
     del engine, x, y
     if device.type == "cuda":
