@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 import yaml
 
 from locallearn.aux import ImageNetDecoder, ImageNetHead, make_decoder, make_head
@@ -136,8 +135,8 @@ def test_aux_factories_name_what_they_accept():
         make_head(512, "4c4f", 10)
     with pytest.raises(ConfigError, match="cifar, imagenet"):
         make_decoder("vae", 512, (SIZE, SIZE))
-    with pytest.raises(ConfigError, match="decoder: cifar"):
-        ImageNetDecoder(256, (SIZE, SIZE))
+    with pytest.raises(ConfigError, match="decoder: auto or cifar"):
+        ImageNetDecoder(256, (SIZE, SIZE))  # no released layers for 256 channels, and no feature size to build them
 
 
 def test_infopro_builds_imagenet_aux_nets_with_a_constant_lambda():
@@ -191,32 +190,6 @@ def test_imagenet_data_path(jpeg_folder):
     assert (data.mean, data.std) == (IMAGENET_MEAN, IMAGENET_STD)
     with pytest.raises(ConfigError, match="data_dir"):
         build_data(build_config(None, {"dataset": "imagenet"}), torch.device("cpu"))
-    with pytest.raises(ConfigError, match="init_process_group"):
-        build_data(cfg, torch.device("cpu"), distributed=True)
-
-
-def _sharded_data_worker(rank: int, world: int, folder: str, store: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    try:
-        overrides = ["image_size=32", "workers=0"]
-        cfg = build_config(None, {"dataset": "imagenet", "data_dir": folder, "batch_size": 4}, overrides)
-        data = build_data(cfg, torch.device("cpu"))
-        x, _ = next(iter(data.train))
-        shard = [index for index, _ in data.train.sampler]
-        Path(out, f"{rank}.json").write_text(json.dumps({"batch": x.shape[0], "shard": shard}))
-    finally:
-        dist.destroy_process_group()
-
-
-@pytest.mark.dist
-def test_under_torchrun_batch_size_is_the_global_batch(jpeg_folder, tmp_path):
-    world = 2
-    args = (world, str(jpeg_folder), str(tmp_path / "store"), str(tmp_path))
-    torch.multiprocessing.spawn(_sharded_data_worker, args=args, nprocs=world)
-    ranks = [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(world)]
-    assert [r["batch"] for r in ranks] == [4 // world] * world
-    shards = [set(r["shard"]) for r in ranks]
-    assert not shards[0] & shards[1] and shards[0] | shards[1] == set(range(8))
 
 
 # ------------------------------------------------------------------------------------------ recipes

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -27,8 +28,11 @@ from ..aux.tokens import is_token_shape
 from ..errors import ConfigError
 from .base import Batch, Carry, Mechanism
 from .learner import LocalLearner
-from .options import MethodOptions
+from .options import AuxOptions
 from .registry import MECHANISMS
+
+if TYPE_CHECKING:
+    from . import MethodOptions
 
 DEFAULT_MODE = "R1E"
 _MODE = re.compile(r"(?:R(\d+))?(E?)")
@@ -102,6 +106,7 @@ class ContSup(Mechanism):
     name = "contsup"
     # MLAAN's cascade re-runs earlier stages on their plain outputs; neither paper defines it with contexts.
     incompatible = ("mlaan",)
+    options_types = (AuxOptions,)  # aux_widen sizes the context encoders
 
     def __init__(self, options: MethodOptions, arg: str | None = None) -> None:
         super().__init__(options, arg)

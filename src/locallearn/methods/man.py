@@ -24,6 +24,7 @@ the run's settings: `1c2f` with D = 128 and SupCon (its constructor defaults), a
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -31,12 +32,40 @@ from torch import nn
 from ..aux import is_token_shape
 from ..errors import ConfigError
 from .base import AuxContext, AuxLoss, Mechanism
-from .ema import ema_update, frozen_copy, reinitialised
+from .ema import EmaOptions, ema_update, frozen_copy, reinitialised
 from .infopro import InfoPro
 from .learner import LocalLearner
 from .registry import MECHANISMS
 
 EMA_TIMINGS = ("after_backward", "after_step")
+
+
+@dataclass
+class ManOptions:
+    ema_timing: str = "after_backward"
+    """When MAN/MAN++ twins are updated: after_backward (of the local loss, before any step; the released order)
+    or after_step (after the source block's optimizer step; the papers' description)."""
+    man_copy_init: bool = False
+    """Start MAN's trainable copy and EMA twin as exact copies of the next block (released: fresh random init)."""
+    man_aux_blocks: int | None = None
+    """Blocks of the next stage that MAN/MAN++'s aux net runs before its heads: the first as LB + EMA twin, the
+    others as trainable copies only. Default: 1 on feature maps (the released CNN code), 2 on tokens (the
+    released ViT code)."""
+
+    def __post_init__(self) -> None:
+        if self.ema_timing not in EMA_TIMINGS:
+            raise ConfigError(
+                f"method_options.ema_timing must be one of {', '.join(EMA_TIMINGS)}, not '{self.ema_timing}'"
+            )
+
+
+@dataclass
+class ManPlusPlusOptions:
+    manpp_stem_module: bool = True
+    """MAN++ trains the stem as a module of its own (CIFAR code); false keeps the split as given (ImageNet code)."""
+    legacy_manpp_stem_head: bool = False
+    """Build MAN++'s stem-module aux head as the released code does whatever the run's settings: 1c2f, D = 128,
+    supervised contrastive loss (infopro only); otherwise it is built like every other module's."""
 
 
 class MomentumBranch(nn.Module):
@@ -63,15 +92,12 @@ class MAN(Mechanism):
     name = "man"
     learnable_scale = False
     incompatible = ("man++", "mlaan")
+    options_types: tuple[type, ...] = (EmaOptions, ManOptions)
 
     def __init__(self, options, arg: str | None = None) -> None:
         super().__init__(options, arg)
         if arg is not None:
             raise ConfigError(f"'{self.name}' takes no argument (got '{self.name}:{arg}')")
-        if options.ema_timing not in EMA_TIMINGS:
-            raise ConfigError(f"ema_timing must be one of {', '.join(EMA_TIMINGS)}, not '{options.ema_timing}'")
-        if not 0.0 <= options.ema_momentum <= 1.0:
-            raise ConfigError(f"ema_momentum must be in [0, 1], got {options.ema_momentum}")
         self.sources: list[nn.Module] = []
 
     @classmethod
@@ -138,6 +164,7 @@ class MANPlusPlus(MAN):
     name = "man++"
     learnable_scale = True
     incompatible = ("man", "mlaan")
+    options_types = (EmaOptions, ManOptions, ManPlusPlusOptions)
 
     @classmethod
     def stem_module(cls, options) -> bool:
