@@ -11,7 +11,7 @@ import torch
 
 import locallearn
 from helpers import CIFAR_MEAN, CIFAR_STD
-from locallearn.engine.local import autocast_context
+from locallearn.engine.step import autocast_context
 from locallearn.models import build_backbone
 from locallearn.split import split_model
 from traced_models import ResNet

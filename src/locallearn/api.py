@@ -18,7 +18,7 @@ from torch import nn
 from .config import RunConfig
 from .data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
 from .errors import ConfigError
-from .methods import LocalLearner, MethodOptions, build_learner, needs_stem_module
+from .methods import LocalLearner, MethodOptions, build_learner, parse_method
 from .models import as_backbone, build_backbone
 from .split import split_model
 
@@ -50,7 +50,8 @@ def create_learner(
     image without it). `options` and keyword arguments set MethodOptions fields (`ixx_1=6`, `aux_net="2c2f"`).
     """
     options = _options(options, option_values)
-    if method.replace(" ", "") == "e2e":
+    spec = parse_method(method)
+    if spec.is_e2e:
         K = 1
     elif K is None:
         K = len(cuts) + 1 if cuts else RunConfig.K  # the command line's default
@@ -67,7 +68,7 @@ def create_learner(
         split,
         arch=arch,
         input_shape=shape,
-        stem_module=needs_stem_module(method, options),
+        stem_module=spec.stem_module(options),
         cuts=cuts,
     )
     outputs = net.records[-1].out_shape
@@ -76,7 +77,7 @@ def create_learner(
             f"the model returns {tuple(outputs)} per input at input_shape={shape}; a learner needs (num_classes,)"
             + (f" = ({num_classes},)" if num_classes is not None else "")
         )
-    return build_learner(method, net, num_classes=outputs[0], mean=tuple(mean), std=tuple(std), options=options)
+    return build_learner(spec, net, num_classes=outputs[0], mean=tuple(mean), std=tuple(std), options=options)
 
 
 def _options(options: MethodOptions | None, values: dict[str, Any]) -> MethodOptions:

@@ -78,7 +78,7 @@ def _coords_to_cuts(backbone: Backbone, coords: list[list[int]] | list[tuple[int
     return cuts
 
 
-def _balanced_cuts(costs: list[int], k: int) -> list[int]:
+def balanced_cuts(costs: list[int], k: int) -> list[int]:
     """Contiguous partition of `costs` into k non-empty parts minimising the largest part (exact DP)."""
     n = len(costs)
     prefix = [0]
@@ -165,7 +165,7 @@ def resolve_cuts(
         # The head is merged into the last stage: it is not worth a stage of its own.
         unit_costs = [getattr(c, key) for c in costs[:-1]]
         unit_costs[-1] += getattr(costs[-1], key)
-        cuts = _balanced_cuts(unit_costs, k)
+        cuts = balanced_cuts(unit_costs, k)
     else:
         raise ConfigError(
             f"unknown split '{split}'; use one of {', '.join(SPLIT_KINDS)}, [[stage, block], ...] or units:i,j"

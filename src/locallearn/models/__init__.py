@@ -10,6 +10,7 @@ from torch import nn
 from ..errors import ConfigError
 from . import cifar_resnet  # noqa: F401  (registers resnet8/32/110)
 from . import imagenet_resnet as imagenet_resnet  # noqa: F401  (registers resnet18..152, resnext101_32x8d)
+from . import vit as vit  # noqa: F401  (registers vit-tiny/small/base, vit-cifar)
 from .base import Backbone, ClassifierHead
 from .registry import MODELS
 
