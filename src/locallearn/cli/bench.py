@@ -17,17 +17,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from .profile import add_sweep_flags, expand_configs, int_list
+from .profile import add_sweep_flags, expand_configs
 
 DEFAULT_OUT = "benchmarks/results"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "bench", help="accuracy / throughput / memory sweeps, or wall-time overhead vs E2E", conflict_handler="resolve"
-    )
-    add_sweep_flags(p)
-    p.add_argument("--seed", type=int_list, default=None, help="seed or comma list, e.g. 0,1,2")
+    p = sub.add_parser("bench", help="accuracy / throughput / memory sweeps, or wall-time overhead vs E2E")
+    add_sweep_flags(p, sweep=("method", "K", "seed"))
     p.add_argument("--mode", choices=("sweep", "overhead"), default="sweep")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
     p.add_argument("--no-train", action="store_true", help="sweep: skip training (throughput and memory only)")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ConfigError
-from ..split import _balanced_cuts
+from ...errors import ConfigError
+from ...split import balanced_cuts
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def assign_stages(flops: list[int], positions: int) -> tuple[tuple[int, int], ..
             f"{positions} pipeline positions but only K={len(flops)} stages; use K >= {positions} or "
             f"data-parallel replicas (--set pipeline.replicas=N with world size = positions x N)"
         )
-    cuts = _balanced_cuts(flops, positions)  # the exact min-max DP the splitter uses
+    cuts = balanced_cuts(flops, positions)  # the exact min-max DP the splitter uses
     bounds = [-1, *cuts, len(flops) - 1]
     return tuple((bounds[i] + 1, bounds[i + 1]) for i in range(positions))
 
