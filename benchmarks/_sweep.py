@@ -30,10 +30,9 @@ from locallearn.provenance import provenance
 
 
 def run_name(cfg: RunConfig) -> str:
-    method = cfg.method.replace("+", "_").replace(":", "-")
     split = f"_{cfg.split}" if isinstance(cfg.split, str) and cfg.K > 1 else ""
     recompute = "" if cfg.activation_checkpoint == "none" else f"_ac-{cfg.activation_checkpoint.replace(':', '')}"
-    return f"{cfg.dataset}_{cfg.arch.replace(':', '-')}_{method}_k{cfg.K}{split}{recompute}_s{cfg.seed}"
+    return f"{cfg.dataset}_{cfg.arch.replace(':', '-')}_{cfg.spec.slug}_k{cfg.K}{split}{recompute}_s{cfg.seed}"
 
 
 def _identity(cfg: RunConfig) -> dict[str, Any]:

@@ -32,9 +32,9 @@ import torch.multiprocessing as mp
 from _run import RESULTS
 from locallearn.config import PipelineOptions, RunConfig, build_config
 from locallearn.data.datasets import CIFAR_MEAN, CIFAR_STD
-from locallearn.dist.groups import launch
 from locallearn.engine.local import LocalEngine
-from locallearn.engine.pipeline import build_pipeline_engine
+from locallearn.engine.pipeline.groups import launch
+from locallearn.engine.pipeline.run import build_pipeline_engine
 from locallearn.engine.trainer import build_model, build_optimizers
 from locallearn.profile.results import result_stem, write_results
 from locallearn.provenance import provenance
@@ -96,22 +96,23 @@ def _rank(rank: int, port: int, cfg: RunConfig, warmup: int, steps: int, depth: 
     engine = build_pipeline_engine(
         learner, optimizers, launch=me, options=options, batch_size=cfg.batch_size, eval_batch_size=cfg.batch_size
     )
-    head = engine.topo.position == 0
+    transport = engine.transport
+    head = transport.reads_data
     data = batches(cfg.batch_size, warmup + steps) if head else [(None, None)] * (warmup + steps)
     engine.begin_epoch(warmup + steps)
     for x, y in data[:warmup]:
         engine.train_step(x, y)
-    dist.barrier(group=engine.groups.control)  # the timed steps start with an empty pipeline on every rank
-    engine.clock.lap()
+    dist.barrier(group=transport.groups.control)  # the timed steps start with an empty pipeline on every rank
+    transport.clock.lap()
     t0 = time.perf_counter()
     for x, y in data[warmup:]:
         engine.train_step(x, y)
-    busy, idle = engine.clock.lap()
-    dist.barrier(group=engine.groups.control)  # ...and end when the last rank is done
+    busy, idle = transport.clock.lap()
+    dist.barrier(group=transport.groups.control)  # ...and end when the last rank is done
     wall = time.perf_counter() - t0
     engine.end_epoch()
     Path(out, f"rank{rank}.json").write_text(
-        json.dumps({"wall": wall, "busy": busy, "idle": idle, "stages": list(engine.topo.stages)})
+        json.dumps({"wall": wall, "busy": busy, "idle": idle, "stages": list(transport.stages)})
     )
     dist.destroy_process_group()
 

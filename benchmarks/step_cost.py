@@ -40,11 +40,13 @@ def breakdown_worker() -> None:
     """One profiled step after `warmup` steps, in this (fresh) process; prints the parts as JSON."""
     import torch
 
+    from locallearn.engine.host_memory import prepare_host_memory
     from locallearn.profile.breakdown import step_breakdown
     from locallearn.profile.probe import build_engine, input_spec, synthetic_batch
 
     request = json.loads(sys.stdin.read())
     cfg = config_from_dict(request["config"])
+    prepare_host_memory(cfg.return_freed_memory)  # as the run would, so that the parts are those of its step
     torch.set_num_threads(cfg.threads)
     spec = input_spec(cfg.dataset)
     engine = build_engine(cfg, spec, torch.device("cpu"))
@@ -62,7 +64,8 @@ def measure(args: argparse.Namespace, kinds: tuple[str, ...]) -> list[dict]:
 
     torch.set_num_threads(args.threads)
     flags = {"batch_size": args.batch_size, "device": "cpu", "threads": args.threads}
-    flags["return_freed_memory"] = args.return_freed_memory
+    if args.return_freed_memory is not None:
+        flags["return_freed_memory"] = args.return_freed_memory == "true"
     cfgs = {name: build_config(recipe(path), flags) for name, path in RECIPES.items()}
     base = provenance(torch.device("cpu"))
     rows = []
@@ -116,9 +119,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--steps", type=int, default=2, help="timed steps per process, after the warm-up")
     p.add_argument("--warmup-steps", type=int, default=1)
-    p.add_argument(
-        "--return-freed-memory", action="store_true", help="run both with the return_freed_memory setting on"
-    )
+    p.add_argument("--return-freed-memory", choices=("true", "false"), default=None, help="run both with this setting")
     p.add_argument("--label", default=None, help="a suffix of the result files' name, e.g. before")
     p.add_argument("--tables-only", action="store_true", help="rewrite the Markdown from the JSON, measure nothing")
     p.add_argument(

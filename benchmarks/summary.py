@@ -25,6 +25,7 @@ FILES = {
     "checkpointing": "checkpointing_resnet32_b128_cpu1_202611.json",
     "batch": "memory_vs_batch_resnet32_cpu2_202611.json",
     "batch110": "memory_vs_batch_resnet110_cpu2_202611.json",
+    "step_cost": "step_cost_resnet32_k16_final-returned_cpu2_202611.json",
 }
 
 
@@ -125,6 +126,27 @@ def speed_lines() -> list[list[str]]:
     ]
 
 
+def step_cost_lines() -> list[list[str]]:
+    """InfoPro K = 16's peak RSS and step time over E2E's, each ratio within one round of fresh processes."""
+    rss = [r for r in rows("step_cost") if r["kind"] == "rss"]
+    rounds = sorted({r["round"] for r in rss})
+
+    def ratios(field: str) -> list[float]:
+        run = {(r["round"], r["run"]): r[field] for r in rss}
+        return [run[n, "infopro K=16"] / run[n, "e2e"] for n in rounds]
+
+    return [
+        [
+            "InfoPro K = 16 vs E2E, ResNet-32, batch 1024, 2 threads, defaults, per round (peak RSS; step time)",
+            join([pct(x) for x in ratios("peak_bytes")])
+            + " of E2E's peak RSS; "
+            + join([f"{x:.2f}x" for x in ratios("step_seconds")])
+            + " E2E's step time",
+            FILES["step_cost"],
+        ]
+    ]
+
+
 def accuracy_lines() -> list[list[str]]:
     rs = rows("accuracy")
 
@@ -190,6 +212,7 @@ def summary() -> str:
         *memory_lines(),
         *batch_lines(),
         *speed_lines(),
+        *step_cost_lines(),
         *accuracy_lines(),
         *checkpointing_lines(),
         *deep_lines(),

@@ -24,7 +24,7 @@ from _plots import plot_vs_k
 from _results import earlier_rows, read_rows
 from _sweep import merge_rows, overhead, sweep
 from _tables import overhead_table, sweep_table
-from locallearn.cli.profile import add_sweep_flags, expand_configs, int_list
+from locallearn.cli.profile import add_sweep_flags, expand_configs
 from locallearn.engine.trainer import resolve_device
 from locallearn.errors import LocalLearnError
 from locallearn.profile.results import result_stem, write_results
@@ -33,11 +33,8 @@ DEFAULT_OUT = "benchmarks/results"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="benchmarks/sweep.py", description=__doc__.splitlines()[0], conflict_handler="resolve"
-    )
-    add_sweep_flags(p)
-    p.add_argument("--seed", type=int_list, default=None, help="seed or comma list, e.g. 0,1,2")
+    p = argparse.ArgumentParser(prog="benchmarks/sweep.py", description=__doc__.splitlines()[0])
+    add_sweep_flags(p, sweep=("method", "K", "seed"))
     p.add_argument("--mode", choices=("sweep", "overhead"), default="sweep")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
     p.add_argument("--no-train", action="store_true", help="sweep: skip training (throughput and memory only)")

@@ -19,18 +19,18 @@ PACKAGE = ROOT / "src" / "locallearn"
 # Lowest first. A name is a top-level module or package of locallearn; `__init__` is the package's own API.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),
-    ("registry", "provenance"),
+    ("registry", "provenance", "fielddocs", "logs"),
     ("models", "losses", "schedule"),
     ("measure",),  # meters: what split needs to balance units, and what engines and profilers trace with
     ("split",),
     ("aux",),
     ("methods",),
     ("config",),
-    ("data", "dist"),
+    ("data",),
     ("engine",),
     ("profile",),
     ("plan",),
-    ("cli",),
+    ("cli", "api"),
     ("__main__", "__init__"),
 )
 LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}

@@ -6,7 +6,7 @@ import itertools
 
 import torch
 
-from locallearn.methods import MECHANISMS, OBJECTIVES, MethodOptions, build_learner, needs_stem_module
+from locallearn.methods import MECHANISMS, OBJECTIVES, MethodOptions, build_learner, parse_method
 from locallearn.models import build_backbone
 from locallearn.split import split_model
 
@@ -40,7 +40,7 @@ def make_learner(method: str = "greedy", k: int = 4, arch: str = "resnet8", spli
     """A tiny learner on 32x32 inputs; `options` go to MethodOptions."""
     torch.manual_seed(seed)
     opts = MethodOptions(**options)
-    stem_module = needs_stem_module(method, opts)
+    stem_module = parse_method(method).stem_module(opts)
     net = split_model(build_backbone(arch, 10), k, split, arch=arch, dataset="cifar10", stem_module=stem_module)
     return build_learner(method, net, num_classes=10, mean=CIFAR_MEAN, std=CIFAR_STD, options=opts)
 

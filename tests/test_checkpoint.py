@@ -18,8 +18,8 @@ from locallearn.engine.checkpoint import (
     stage_file,
     stage_folder,
 )
-from locallearn.engine.local import StepStats
-from locallearn.engine.pipeline import stage_state_dict
+from locallearn.engine.pipeline.run import stage_state_dict
+from locallearn.engine.stats import StepStats
 from locallearn.errors import ConfigError
 
 RUN_METADATA = {"history": [], "elapsed": 0.0, "config": {}, "torch_rng": torch.get_rng_state()}

@@ -45,7 +45,7 @@ def test_train_writes_a_run_directory_and_json_summary(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     for key in ("test_acc", "stage_acc", "method", "K", "epochs", "seconds"):
         assert key in summary
-    assert summary["K"] == 3 and summary["epochs"] == 2 and len(summary["stage_acc"]) == 3
+    assert summary["K"] == summary["stages"] == 3 and summary["epochs"] == 2 and len(summary["stage_acc"]) == 3
     assert 0.0 <= summary["test_acc"] <= 1.0
     assert summary["inference_flops"] > 0 and summary["inference_params"] < summary["params"]  # no aux nets
     assert json.loads((out / "summary.json").read_text()) == summary

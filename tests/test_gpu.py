@@ -34,8 +34,8 @@ METHODS = ["e2e", *all_methods()]
 
 def parts(method: str) -> set[str]:
     """The objective and mechanisms a method name is made of, without variants or arguments."""
-    objective, _, mechanisms = parse_method(method)
-    return {objective, *(name for name, _ in mechanisms)}
+    spec = parse_method(method)
+    return {spec.objective, *(m.name for m in spec.mechanisms)}
 
 
 def covering(methods: list[str]) -> set[str]:

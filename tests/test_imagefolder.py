@@ -20,7 +20,7 @@ from locallearn.data.imagefolder import (  # noqa: E402
     build_imagefolder_loaders,
     random_resized_box,
 )
-from locallearn.errors import ConfigError, DataError  # noqa: E402
+from locallearn.errors import DataError  # noqa: E402
 
 CLASSES = ["cat", "dog", "eel"]  # created in a scrambled order below: discovery must sort them
 
@@ -141,11 +141,15 @@ def test_limits_keep_every_class(folder: Path) -> None:
     assert [label for _, label in data.test.dataset.samples] == [0, 1, 2]
 
 
-def test_eval_sharding_covers_val_once() -> None:
-    shards = [[i for i, _ in EpochSampler(10, train=False, seed=0, rank=r, world=3)] for r in range(3)]
-    assert sorted(sum(shards, [])) == list(range(10))
-    train = [sorted(i for i, _ in EpochSampler(9, train=True, seed=0, rank=r, world=3)) for r in range(3)]
-    assert sorted(sum(train, [])) == list(range(9))
+def test_an_epoch_draws_every_image_once() -> None:
+    assert [i for i, _ in EpochSampler(10, train=False, seed=0)] == list(range(10))
+    train = EpochSampler(9, train=True, seed=0)
+    orders = []
+    for epoch in range(2):
+        train.set_epoch(epoch)
+        orders.append([i for i, _ in train])
+        assert sorted(orders[-1]) == list(range(9))
+    assert orders[0] != orders[1]  # each epoch its own shuffle
 
 
 def test_missing_root_and_split(tmp_path: Path) -> None:
@@ -189,27 +193,6 @@ def test_missing_pillow_says_how_to_install(folder: Path, monkeypatch: pytest.Mo
     monkeypatch.setitem(sys.modules, "PIL", None)
     with pytest.raises(DataError, match="pip install pillow"):
         build_imagefolder_loaders(folder, image_size=32, batch_size=4, workers=0)
-
-
-def test_distributed_needs_a_process_group(folder: Path) -> None:
-    with pytest.raises(ConfigError, match="init_process_group"):
-        build_imagefolder_loaders(folder, image_size=32, batch_size=4, workers=0, distributed=True)
-
-
-@pytest.mark.dist
-def test_distributed_world_of_one_matches_single_process(folder: Path, tmp_path: Path) -> None:
-    import torch.distributed as dist
-
-    plain = build_imagefolder_loaders(folder, image_size=32, batch_size=4, workers=0, seed=3)
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    try:
-        sharded = build_imagefolder_loaders(folder, image_size=32, batch_size=4, workers=0, seed=3, distributed=True)
-        for loader in ("train", "test"):
-            xa, ya = collect(getattr(plain, loader))
-            xb, yb = collect(getattr(sharded, loader))
-            assert torch.equal(xa, xb) and torch.equal(ya, yb)
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.gpu

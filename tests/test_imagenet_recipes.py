@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 import yaml
 
 from locallearn.aux import ImageNetDecoder, ImageNetHead, make_decoder, make_head
@@ -27,8 +26,10 @@ from locallearn.split import split_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "imagenet"
 RECIPES = sorted(CONFIGS.glob("*.yaml"))
-HEAVY_ARCHS = ("resnext101_32x8d",)  # ~10 s for one CPU step at 32x32 (ResNet-152: ~5 s)
+# ~10 s for one CPU step (ResNet-152: ~5 s); the ViTs' at 224^2, the only size they take.
+HEAVY_ARCHS = ("resnext101_32x8d", "vit-tiny", "vit-small", "vit-base")
 SIZE = 32  # the reduced resolution of every test: layer4 ends at 1x1
+VIT_SIZE = 224  # a ViT's learned position embedding fixes its input size
 
 
 @pytest.fixture(autouse=True)
@@ -114,7 +115,7 @@ def test_imagenet_aux_nets_match_the_released_shapes(channels, spatial):
     h = torch.randn(2, channels, spatial, spatial)
     decoder, head = ImageNetDecoder(channels, (224, 224)), ImageNetHead(channels, 1000)
     out = decoder(h)
-    assert out.shape == (2, 3, 224, 224) and out.min() > 0 and out.max() < 1
+    assert out.shape == (2, 3, 224, 224) and out.isfinite().all()  # the image's logits
     assert head(h).shape == (2, 1000)
     assert sum(p.numel() for p in head.parameters()) == RELEASED_PARAMS["head", channels]
     assert sum(p.numel() for p in decoder.parameters()) == RELEASED_PARAMS["decoder", channels]
@@ -134,8 +135,8 @@ def test_aux_factories_name_what_they_accept():
         make_head(512, "4c4f", 10)
     with pytest.raises(ConfigError, match="cifar, imagenet"):
         make_decoder("vae", 512, (SIZE, SIZE))
-    with pytest.raises(ConfigError, match="decoder: cifar"):
-        ImageNetDecoder(256, (SIZE, SIZE))
+    with pytest.raises(ConfigError, match="decoder: auto or cifar"):
+        ImageNetDecoder(256, (SIZE, SIZE))  # no released layers for 256 channels, and no feature size to build them
 
 
 def test_infopro_builds_imagenet_aux_nets_with_a_constant_lambda():
@@ -189,32 +190,6 @@ def test_imagenet_data_path(jpeg_folder):
     assert (data.mean, data.std) == (IMAGENET_MEAN, IMAGENET_STD)
     with pytest.raises(ConfigError, match="data_dir"):
         build_data(build_config(None, {"dataset": "imagenet"}), torch.device("cpu"))
-    with pytest.raises(ConfigError, match="init_process_group"):
-        build_data(cfg, torch.device("cpu"), distributed=True)
-
-
-def _sharded_data_worker(rank: int, world: int, folder: str, store: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    try:
-        overrides = ["image_size=32", "workers=0"]
-        cfg = build_config(None, {"dataset": "imagenet", "data_dir": folder, "batch_size": 4}, overrides)
-        data = build_data(cfg, torch.device("cpu"))
-        x, _ = next(iter(data.train))
-        shard = [index for index, _ in data.train.sampler]
-        Path(out, f"{rank}.json").write_text(json.dumps({"batch": x.shape[0], "shard": shard}))
-    finally:
-        dist.destroy_process_group()
-
-
-@pytest.mark.dist
-def test_under_torchrun_batch_size_is_the_global_batch(jpeg_folder, tmp_path):
-    world = 2
-    args = (world, str(jpeg_folder), str(tmp_path / "store"), str(tmp_path))
-    torch.multiprocessing.spawn(_sharded_data_worker, args=args, nprocs=world)
-    ranks = [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(world)]
-    assert [r["batch"] for r in ranks] == [4 // world] * world
-    shards = [set(r["shard"]) for r in ranks]
-    assert not shards[0] & shards[1] and shards[0] | shards[1] == set(range(8))
 
 
 # ------------------------------------------------------------------------------------------ recipes
@@ -242,10 +217,11 @@ def test_recipe_trains_one_step(recipe, jpeg_folder, tmp_path):
     out = tmp_path / "run"
     argv = ["train", "--config", str(recipe), "--data-dir", str(jpeg_folder), "--out", str(out), "--no-progress"]
     argv += ["--epochs", "1", "--train-limit", "4", "--test-limit", "4", "--batch-size", "4"]
-    argv += ["--set", f"image_size={SIZE}", "--set", "workers=0"]
+    cfg = build_config(recipe)
+    size = VIT_SIZE if cfg.arch.startswith("vit") else SIZE
+    argv += ["--set", f"image_size={size}", "--set", "workers=0"]
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
-    cfg = build_config(recipe)
     assert (summary["arch"], summary["K"], summary["epochs"]) == (cfg.arch, cfg.K, 1)
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert len(record["train_loss"]) == cfg.K and all(math.isfinite(v) for v in record["train_loss"])

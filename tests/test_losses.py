@@ -42,8 +42,20 @@ def test_supcon_is_finite_with_a_tiny_temperature():
     assert torch.isfinite(supcon_loss(feats, labels, temperature=0.01))
 
 
-def test_reconstruction_is_bce_against_the_unit_range_image():
-    x01 = torch.rand(2, 3, 4, 4)
-    out = torch.rand(2, 3, 4, 4).clamp(0.01, 0.99)
+def test_reconstruction_is_bce_of_the_sigmoid_against_the_unit_range_image_with_its_gradient():
+    g = torch.Generator().manual_seed(0)
+    x01 = torch.rand(2, 3, 4, 4, generator=g, dtype=torch.float64)
+    z = (4 * torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)).requires_grad_()
+    out = torch.sigmoid(z)
     expected = -(x01 * out.log() + (1 - x01) * (1 - out).log()).mean()
-    torch.testing.assert_close(reconstruction_loss(out, x01), expected)
+    got = reconstruction_loss(z, x01)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    ours, ref = (torch.autograd.grad(loss, z)[0] for loss in (got, expected))
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-14)
+
+
+def test_reconstruction_stays_exact_where_the_sigmoid_rounds_to_one():
+    z = torch.tensor([30.0], requires_grad=True)  # float32 sigmoid(30) == 1: BCE on it would read log(0)
+    loss = reconstruction_loss(z, torch.tensor([0.0]))
+    torch.testing.assert_close(loss, torch.tensor(30.0))  # softplus(30) = 30 + log1p(exp(-30))
+    torch.testing.assert_close(torch.autograd.grad(loss, z)[0], torch.tensor([1.0]))  # sigmoid(z) - x

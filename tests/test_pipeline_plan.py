@@ -9,13 +9,13 @@ import torch.distributed as dist
 
 from helpers import make_learner
 from locallearn.config import PipelineOptions, build_config
-from locallearn.dist.comm import LinkError, peer_failure
-from locallearn.dist.groups import launch
-from locallearn.dist.monitor import Monitor
-from locallearn.dist.replay import ReplayBuffer
-from locallearn.dist.topology import Topology, assign_stages, make_topology
-from locallearn.dist.wire import Header, Kind, Layout, TensorSpec
-from locallearn.engine.pipeline_plan import PipelinePlan, stage_state, trace_stages
+from locallearn.engine.pipeline.comm import LinkError, peer_failure
+from locallearn.engine.pipeline.groups import launch
+from locallearn.engine.pipeline.monitor import Monitor
+from locallearn.engine.pipeline.plan import PipelinePlan, stage_state, trace_stages
+from locallearn.engine.pipeline.replay import ReplayBuffer
+from locallearn.engine.pipeline.topology import Topology, assign_stages, make_topology
+from locallearn.engine.pipeline.wire import Header, Kind, Layout, TensorSpec
 from locallearn.errors import ConfigError
 from locallearn.methods import Carry, LocalLearner, Mechanism, MethodOptions
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from locallearn.config import RunConfig, validate
+from locallearn.config import RunConfig
 from locallearn.errors import ConfigError
 from locallearn.schedule import lr_at
 
@@ -29,7 +29,7 @@ def test_the_default_schedule_starts_at_the_users_lr_even_in_a_two_epoch_run():
 @pytest.mark.parametrize(("old", "new"), [("cos", "paper-cos"), ("cos0", "cosine")])
 def test_a_renamed_schedule_is_refused_with_its_new_name(old, new):
     with pytest.raises(ConfigError, match=f"now called '{new}'"):
-        validate(RunConfig(schedule=old))
+        RunConfig(schedule=old).validate()
 
 
 def test_step_schedule_decays_at_half_and_three_quarters():

@@ -10,11 +10,16 @@ from locallearn.models import build_backbone, list_archs
 from locallearn.split import balanced_cuts, split_model, split_tables
 
 SMALL_INPUT = {"resnet18": 64, "resnet34": 64, "resnet50": 64, "resnet101": 64, "resnet152": 64, "resnext101_32x8d": 64}
+# A ViT's learned position embedding fixes its input size.
+INPUT = {"vit-tiny": 224, "vit-small": 224, "vit-base": 224}
+SLOW_ARCHS = ("vit-small", "vit-base")  # 3-10 s each on two cores; ViT-Tiny covers the same code in the default suite
 
 
-@pytest.mark.parametrize("arch", list_archs())
+@pytest.mark.parametrize(
+    "arch", [pytest.param(a, marks=pytest.mark.slow) if a in SLOW_ARCHS else a for a in list_archs()]
+)
 def test_stages_compose_to_the_unsplit_forward(arch):
-    size = SMALL_INPUT.get(arch, 32)
+    size = INPUT.get(arch, SMALL_INPUT.get(arch, 32))
     backbone = build_backbone(arch, 10).eval()
     n_units = len(backbone.units)
     x = torch.randn(2, 3, size, size)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from locallearn.aux import Decoder
 from locallearn.aux.upsample import UpsampleConv2d, upsample_bilinear
+from locallearn.losses import reconstruction_loss
 from locallearn.measure.saved import SavedTensorMeter
 
 # (feature size, output size, channels): the ResNet-32/110 boundaries, a non-square case, a large ratio.
@@ -67,9 +68,9 @@ def test_decoder_holds_less_than_one_upsampled_feature():
 
 
 @pytest.mark.parametrize(("channels", "size"), [(64, 8), (32, 16), (16, 32)])
-def test_decoder_is_the_released_decoder_in_float64(channels, size):
-    """The whole decoder (channels-last after its first conv) against upsample -> conv-BN-ReLU -> conv ->
-    sigmoid written out with the same parameters, outputs and every gradient."""
+def test_decoder_and_its_loss_are_the_released_ones_in_float64(channels, size):
+    """The whole decoder (channels-last after its first conv) and its reconstruction loss against upsample ->
+    conv-BN-ReLU -> conv -> sigmoid -> BCE written out with the same parameters, the loss and every gradient."""
     torch.manual_seed(0)
     decoder = Decoder(channels, (32, 32)).double()
     conv, bn, _ = decoder.body[0]
@@ -78,11 +79,11 @@ def test_decoder_is_the_released_decoder_in_float64(channels, size):
     def released(h: torch.Tensor) -> torch.Tensor:
         a = reference(h, conv, (32, 32))
         a = F.relu(F.batch_norm(a, None, None, bn.weight, bn.bias, training=True, eps=bn.eps))
-        return torch.sigmoid(decoder.body[1](a))
+        return F.binary_cross_entropy(torch.sigmoid(decoder.body[1](a)), x01)
 
-    ours, ref = decoder(h), released(h)
+    x01 = torch.rand(4, 3, 32, 32, dtype=torch.float64)
+    ours, ref = reconstruction_loss(decoder(h), x01), released(h)
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
-    g = torch.rand_like(ref)
     inputs = [h, *decoder.parameters()]
-    for a, b in zip(torch.autograd.grad(ours, inputs, g), torch.autograd.grad(ref, inputs, g), strict=True):
+    for a, b in zip(torch.autograd.grad(ours, inputs), torch.autograd.grad(ref, inputs), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

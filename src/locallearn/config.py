@@ -2,8 +2,8 @@
 
 Precedence: dataclass defaults < recipe file (`--config`) < explicit flags < `--set key=value` overrides.
 Every value, from any of them, is converted to its field's type here (`coerce`) and the whole config is then
-checked (`validate`): an unknown key, a value of the wrong type or out of range is a `ConfigError` naming the
-key, the value and what is expected.
+checked (`RunConfig.validate`, which asks `pipeline` and each method part to check its own): an unknown key,
+a value of the wrong type or out of range is a `ConfigError` naming the key, the value and what is expected.
 """
 
 from __future__ import annotations
@@ -20,14 +20,15 @@ from typing import Any
 
 import yaml
 
-from .aux import DECODERS, HEADS
 from .errors import ConfigError
-from .methods.options import MethodOptions
+from .logs import require_tensorboard
+from .methods import MethodOptions, MethodSpec, parse_method
 from .schedule import RENAMED, SCHEDULES
 
 # Keys a recipe may carry for humans; they do not change the run.
 META_KEYS = ("reproduces", "notes", "paper")
 PIPELINE_MODES = ("sync", "async")
+OPTIMIZERS = ("sgd", "adamw")
 PIPELINE_BACKENDS = ("auto", "gloo", "nccl")
 
 
@@ -55,6 +56,32 @@ class PipelineOptions:
     heartbeat_timeout: float = 60.0
     """Seconds without a heartbeat after which a rank counts as dead and every rank stops with an error."""
 
+    def validate(self) -> None:
+        checks = [
+            (self.depth >= 1, f"pipeline.depth must be >= 1, got {self.depth}"),
+            (self.replicas >= 1, f"pipeline.replicas must be >= 1, got {self.replicas}"),
+            (self.ema_interval >= 1, f"pipeline.ema_interval must be >= 1, got {self.ema_interval}"),
+            (self.mode in PIPELINE_MODES, f"pipeline.mode must be sync or async, not '{self.mode}'"),
+            (self.replay >= 1 and self.max_reuse >= 1, "pipeline.replay and pipeline.max_reuse must be >= 1"),
+            (self.backend in PIPELINE_BACKENDS, f"pipeline.backend must be auto, gloo or nccl, not '{self.backend}'"),
+            (
+                self.timeout > 0 and self.heartbeat_timeout > 0,
+                "pipeline.timeout and pipeline.heartbeat_timeout must be > 0",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
+@dataclass
+class LogOptions:
+    """Where a run's metrics go besides metrics.jsonl / metrics.csv, e.g. `--set log.tensorboard=true`."""
+
+    tensorboard: bool = False
+    """Also write TensorBoard event files under <out>/tensorboard/: per-stage loss and accuracy, LR, throughput
+    and memory (needs `pip install 'locallearn[tensorboard]'`)."""
+
 
 @dataclass
 class RunConfig:
@@ -65,15 +92,19 @@ class RunConfig:
     method: str = "infopro"
     """objective[:variant][+mechanism[:arg]]...: e2e, greedy, dgl, infopro[:contrast|:softmax] (+ mechanisms)."""
     K: int = 4
-    """Number of gradient-isolated stages (forced to 1 for e2e)."""
+    """Number of gradient-isolated modules asked for (forced to 1 for e2e); MAN++ may train one more stage, the
+    stem's: summary.json records K and the stages trained."""
     split: Any = None
     """table | balanced-memory | stem-merged | even | even-memory | [[stage, block], ...] | units:i,j."""
+    cuts: list[str] | None = None
+    """Module names where stages 1..K-1 begin, e.g. [layer2.1, layer3.0] (a traced model: any module), not split."""
     dataset: str = "cifar10-sample"
     """cifar10, cifar100, svhn, stl10, cifar10-sample (bundled) or imagenet (a train/ + val/ class-folder tree)."""
     data_dir: str | None = None
     """Folder holding the dataset's files as distributed (archive or extracted); for imagenet, train/ and val/."""
     image_size: int = 224
-    """imagenet: the crop size S (RandomResizedCrop S to train, resize round(S*256/224) + CenterCrop S to test)."""
+    """imagenet: the crop size S (RandomResizedCrop S to train, resize round(S*256/224) + CenterCrop S to test).
+    profile and plan: the height and width of the synthetic input (default there: the dataset's)."""
     workers: int = 8
     """imagenet: JPEG-decoding worker processes per loader and per process (0 decodes in the main process)."""
     download: bool = False
@@ -83,11 +114,19 @@ class RunConfig:
     test_limit: int | None = None
     """Use only the first N test images."""
     epochs: int = 160
+    """Training epochs."""
     batch_size: int = 1024
+    """Training batch size (the whole batch, over every data-parallel replica)."""
     lr: float = 0.8
+    """Peak learning rate of every stage's optimizer."""
+    optimizer: str = "sgd"
+    """sgd (with momentum and nesterov below) or adamw (betas 0.9, 0.999: the ViT recipes' optimizer)."""
     momentum: float = 0.9
+    """SGD momentum."""
     nesterov: bool = True
+    """Nesterov momentum."""
     weight_decay: float = 1e-4
+    """SGD weight decay (L2)."""
     schedule: str = "cosine"
     """cosine (from lr down to 0, first epoch at lr), paper-cos (the InfoPro-family CIFAR rule: first epochs
     blend from 0.01 into the cosine over warmup_epochs; the reproduction recipes set it), step (x0.1 at
@@ -97,6 +136,7 @@ class RunConfig:
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
     """Fractions of `epochs` where the step schedule multiplies the LR by 0.1 (160 epochs: 80, 120)."""
     seed: int = 0
+    """Seeds the initialisation; each epoch's shuffling and augmentation are a function of (seed, epoch)."""
     device: str = "auto"
     """auto (cuda when available), cpu, cuda, cuda:1 ..."""
     amp: str = "auto"
@@ -105,16 +145,19 @@ class RunConfig:
     """Use channels_last memory format on CUDA (ignored on CPU)."""
     compile: bool = False
     """torch.compile each stage."""
-    return_freed_memory: bool = False
+    return_freed_memory: bool = True
     """CPU (glibc): give every tensor of 4 MiB or more its own mapping, returned to the OS when it dies, so the
-    process's resident size follows the live tensors (ResNet-32 K = 16, batch 1024: 38% of E2E's peak RSS
-    instead of about 46%); each such tensor then costs page faults, up to 2-3x the step time at small batches."""
+    process's resident size follows the live tensors (ResNet-32 K = 16, batch 1024: 37% of E2E's peak RSS
+    instead of 47-50%). Each such tensor is then new memory to fault in: cheap at batch 1024 with the huge pages a
+    CPU run asks for (`engine/host_memory.py`), +40% step time at batch 256 (docs/results.md section 8); false
+    keeps glibc's own behaviour."""
     activation_checkpoint: str = "none"
     """none, per-unit (recompute every unit's activations in backward; any method) or per-stage:J (E2E: keep only
     the inputs of the J stages a local method at K = J would use, same `split`); same gradients, less memory."""
     engine: str = "local"
     """local (all stages in sequence on one device) or pipeline (one stage group per torchrun rank)."""
     eval_batch_size: int = 1024
+    """Batch size of evaluation."""
     log_every: int = 20
     """Steps between progress-bar refreshes (each one syncs with the device once)."""
     checkpoint_every: int = 0
@@ -123,15 +166,92 @@ class RunConfig:
     threads: int | None = None
     """torch CPU threads (None keeps torch's default)."""
     method_options: MethodOptions = field(default_factory=MethodOptions)
+    """Hyper-parameters of the objective and mechanisms (each declared by its part, e.g. InfoProOptions)."""
     pipeline: PipelineOptions = field(default_factory=PipelineOptions)
     """Settings of the pipeline engine (ignored by the local engine)."""
+    log: LogOptions = field(default_factory=LogOptions)
+    """Extra metrics writers (TensorBoard)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def validate(self) -> None:
+        """Ranges and choices of a config whose values already have their fields' types (see `coerce`); its parts
+        (`pipeline`, `method_options`) check themselves."""
+        spec = self.spec
+        if spec.is_e2e:
+            self.K = 1
+        checks = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}"),
+            *[
+                (
+                    limit is None or limit >= 1,
+                    f"{name} must be >= 1 images (drop it to use the whole split), got {limit}",
+                )
+                for name, limit in (("train_limit", self.train_limit), ("test_limit", self.test_limit))
+            ],
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.momentum >= 0 and self.weight_decay >= 0, "momentum and weight_decay must be >= 0"),
+            (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
+            (
+                all(0 <= m <= 1 for m in self.milestones),
+                f"milestones are fractions of epochs in [0, 1], got {self.milestones}",
+            ),
+            (self.log_every >= 1, f"log_every must be >= 1 steps, got {self.log_every}"),
+            (
+                self.threads is None or self.threads >= 1,
+                f"threads must be >= 1 (or null: torch's default), got {self.threads}",
+            ),
+            (self.workers >= 0 and self.image_size >= 1, "workers must be >= 0 and image_size >= 1"),
+            (
+                self.schedule not in RENAMED,
+                f"schedule '{self.schedule}' is now called '{RENAMED.get(self.schedule)}'; set schedule: "
+                f"{RENAMED.get(self.schedule)}",
+            ),
+            (
+                self.schedule in SCHEDULES,
+                f"schedule must be one of {', '.join(SCHEDULES)}, not '{self.schedule}'",
+            ),
+            (
+                self.optimizer in OPTIMIZERS,
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, not '{self.optimizer}'",
+            ),
+            (self.amp in ("auto", "none", "bf16", "fp16"), f"amp must be auto, none, bf16 or fp16, not '{self.amp}'"),
+            (self.engine in ("local", "pipeline"), f"engine must be local or pipeline, not '{self.engine}'"),
+            (self.K >= 1, f"K must be >= 1, got {self.K}"),
+            (
+                self.K >= 2 or spec.is_e2e,
+                f"K=1 leaves method '{self.method}' no module boundary: it would train end to end with an extra head; "
+                "use --method e2e, or K >= 2",
+            ),
+            (
+                self.checkpoint_every >= 0,
+                f"checkpoint_every must be >= 0 steps, got {self.checkpoint_every}",
+            ),
+            (
+                not (self.checkpoint_every and self.engine == "pipeline" and self.pipeline.mode == "async"),
+                "checkpoint_every needs pipeline.mode sync: asynchronous ranks never finish a step together",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        parse_activation_checkpoint(self.activation_checkpoint)
+        self.pipeline.validate()
+        if self.log.tensorboard:
+            require_tensorboard()
+        self.method_options.validate()  # each objective's and mechanism's options check themselves
+
+    @property
+    def spec(self) -> MethodSpec:
+        """`method` parsed (once per distinct string: `parse_method` is cached)."""
+        return parse_method(self.method)
+
 
 @functools.cache
-def _field_types(cls: type) -> dict[str, Any]:
+def field_types(cls: type) -> dict[str, Any]:
     """Field name -> type (resolved from the annotations, which are strings under `from __future__`)."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
@@ -202,7 +322,7 @@ def coerce(value: Any, kind: Any) -> Any:
 
 
 def _apply(target: Any, values: dict[str, Any], where: str, prefix: str = "") -> None:
-    types_ = _field_types(type(target))
+    types_ = field_types(type(target))
     for key, value in values.items():
         if key in META_KEYS and isinstance(target, RunConfig):
             continue
@@ -267,68 +387,8 @@ def build_config(
         for part in reversed(path):
             nested = {part: nested}
         _apply(cfg, nested, f"--set {text}")
-    validate(cfg)
+    cfg.validate()
     return cfg
-
-
-def validate(cfg: RunConfig) -> None:
-    """Ranges and choices of a config whose values already have their fields' types (see `coerce`)."""
-    objective = cfg.method.split("+")[0].split(":")[0]
-    if objective == "e2e":
-        cfg.K = 1
-    checks = [
-        (cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}"),
-        (cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}"),
-        (cfg.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {cfg.eval_batch_size}"),
-        *[
-            (limit is None or limit >= 1, f"{name} must be >= 1 images (drop it to use the whole split), got {limit}")
-            for name, limit in (("train_limit", cfg.train_limit), ("test_limit", cfg.test_limit))
-        ],
-        (cfg.lr > 0, f"lr must be > 0, got {cfg.lr}"),
-        (cfg.momentum >= 0 and cfg.weight_decay >= 0, "momentum and weight_decay must be >= 0"),
-        (cfg.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {cfg.warmup_epochs}"),
-        (
-            all(0 <= m <= 1 for m in cfg.milestones),
-            f"milestones are fractions of epochs in [0, 1], got {cfg.milestones}",
-        ),
-        (cfg.log_every >= 1, f"log_every must be >= 1 steps, got {cfg.log_every}"),
-        (
-            cfg.threads is None or cfg.threads >= 1,
-            f"threads must be >= 1 (or null: torch's default), got {cfg.threads}",
-        ),
-        (cfg.workers >= 0 and cfg.image_size >= 1, "workers must be >= 0 and image_size >= 1"),
-        (
-            cfg.schedule not in RENAMED,
-            f"schedule '{cfg.schedule}' is now called '{RENAMED.get(cfg.schedule)}'; set schedule: "
-            f"{RENAMED.get(cfg.schedule)}",
-        ),
-        (
-            cfg.schedule in SCHEDULES,
-            f"schedule must be one of {', '.join(SCHEDULES)}, not '{cfg.schedule}'",
-        ),
-        (cfg.amp in ("auto", "none", "bf16", "fp16"), f"amp must be auto, none, bf16 or fp16, not '{cfg.amp}'"),
-        (cfg.engine in ("local", "pipeline"), f"engine must be local or pipeline, not '{cfg.engine}'"),
-        (cfg.K >= 1, f"K must be >= 1, got {cfg.K}"),
-        (
-            cfg.K >= 2 or objective == "e2e",
-            f"K=1 leaves method '{cfg.method}' no module boundary: it would train end to end with an extra head; "
-            "use --method e2e, or K >= 2",
-        ),
-        (
-            cfg.checkpoint_every >= 0,
-            f"checkpoint_every must be >= 0 steps, got {cfg.checkpoint_every}",
-        ),
-        (
-            not (cfg.checkpoint_every and cfg.engine == "pipeline" and cfg.pipeline.mode == "async"),
-            "checkpoint_every needs pipeline.mode sync: asynchronous ranks never finish a step together",
-        ),
-        *_pipeline_checks(cfg.pipeline),
-        *_method_option_checks(cfg.method_options),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
-    parse_activation_checkpoint(cfg.activation_checkpoint)
 
 
 def parse_activation_checkpoint(spec: str) -> tuple[str, int | None]:
@@ -339,36 +399,6 @@ def parse_activation_checkpoint(spec: str) -> tuple[str, int | None]:
     if kind == "per-stage" and count.isdigit() and int(count) >= 2:
         return kind, int(count)
     raise ConfigError(f"activation_checkpoint must be none, per-unit or per-stage:J with J >= 2 segments, not '{spec}'")
-
-
-def _method_option_checks(o: MethodOptions) -> list[tuple[bool, str]]:
-    """The options every objective reads (a mechanism checks its own when it is built)."""
-    heads = (*HEADS, "mlp-sr")
-    return [
-        (
-            o.aux_net is None or o.aux_net in heads,
-            f"method_options.aux_net must be one of {', '.join(heads)} (or null: the method's default), "
-            f"not '{o.aux_net}'",
-        ),
-        (o.decoder in DECODERS, f"method_options.decoder must be one of {', '.join(DECODERS)}, not '{o.decoder}'"),
-        (
-            o.aux_feature_dim >= 1 and o.aux_widen >= 1,
-            f"method_options.aux_feature_dim and aux_widen must be >= 1, got {o.aux_feature_dim}, {o.aux_widen}",
-        ),
-        (o.temperature > 0, f"method_options.temperature must be > 0, got {o.temperature}"),
-    ]
-
-
-def _pipeline_checks(p: PipelineOptions) -> list[tuple[bool, str]]:
-    return [
-        (p.depth >= 1, f"pipeline.depth must be >= 1, got {p.depth}"),
-        (p.replicas >= 1, f"pipeline.replicas must be >= 1, got {p.replicas}"),
-        (p.ema_interval >= 1, f"pipeline.ema_interval must be >= 1, got {p.ema_interval}"),
-        (p.mode in PIPELINE_MODES, f"pipeline.mode must be sync or async, not '{p.mode}'"),
-        (p.replay >= 1 and p.max_reuse >= 1, "pipeline.replay and pipeline.max_reuse must be >= 1"),
-        (p.backend in PIPELINE_BACKENDS, f"pipeline.backend must be auto, gloo or nccl, not '{p.backend}'"),
-        (p.timeout > 0 and p.heartbeat_timeout > 0, "pipeline.timeout and pipeline.heartbeat_timeout must be > 0"),
-    ]
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:

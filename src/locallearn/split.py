@@ -1,20 +1,24 @@
 """Cut a backbone's chain of units into K gradient-isolated stages.
 
 A split is a list of *cut points*: unit indices after which a stage ends (K-1 of them for K stages). They
-come from one of four sources, all resolved by `resolve_cuts`:
+come from one of five sources, all resolved by `resolve_cuts`:
 
 - a paper table (`table`, `balanced-memory`, `stem-merged`) keyed by arch, dataset and K (splits.yaml),
 - `even`: K alone, cut points chosen to balance measured FLOPs (or `even-memory`: bytes held for backward),
 - explicit `[stage, block]` coordinates, as in the papers' configs,
-- explicit unit indices (`units:3,7,11`).
+- explicit unit indices (`units:3,7,11`),
+- module names where a stage begins (`cuts=["layer2.1", "layer3.0"]`): unit names, or for a traced model any
+  module whose first operation begins a unit (`models/trace.py`).
 
 `SplitNet` then holds the stages (sharing the backbone's modules) and one measured `StageRecord` each.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.resources
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -150,6 +154,8 @@ def resolve_cuts(
             raise ConfigError(f"bad --split '{split}': expected units:i,j,... with integers") from e
     elif isinstance(split, str) and split.strip().startswith("["):
         cuts = _coords_to_cuts(backbone, yaml.safe_load(split))
+    elif isinstance(split, list) and all(isinstance(name, str) for name in split):
+        cuts = sorted(_name_to_cut(backbone, name) for name in split)
     elif isinstance(split, list):
         cuts = _coords_to_cuts(backbone, split)
     elif split in ("table", "balanced-memory", "stem-merged"):
@@ -172,6 +178,17 @@ def resolve_cuts(
             "(the last block stays with the head)"
         )
     return cuts
+
+
+def _name_to_cut(backbone: Backbone, name: str) -> int:
+    """The cut point before the unit that module `name` begins."""
+    start = backbone.unit_starting_at(name)
+    if not 0 < start < len(backbone.units) - 1:
+        raise ConfigError(
+            f"a stage cannot begin at '{name}': the first stage starts the network and the last one holds a "
+            f"unit before the head; stages can begin at {', '.join(backbone.unit_names[1:-1])}"
+        )
+    return start - 1
 
 
 def _has_table(arch: str, k: int) -> bool:
@@ -213,6 +230,11 @@ class SplitNet(nn.Module):
         self.unit_costs = costs
         self.coords = list(backbone.coords)
         self.init_weights = backbone.init_weights  # the backbone's init rule, for copies of its blocks
+        # The model as given and how its keys map to the units', for `export_source`. Plain attributes: the
+        # units are already registered (in `stages`), and activation checkpointing may wrap them there later.
+        self.__dict__["source"] = backbone.source
+        self.__dict__["_units"] = list(backbone.units)
+        self.unit_prefixes = list(backbone.unit_prefixes)
 
     @property
     def num_stages(self) -> int:
@@ -228,10 +250,33 @@ class SplitNet(nn.Module):
             x = stage(x)
         return x
 
+    def export_source(self) -> nn.Module:
+        """A copy of the model as it was given (its own class and state_dict keys) holding the trained weights."""
+        model = copy.deepcopy(self.source)
+        # A traced unit may hold its own reference to a tensor the model reads directly (a buffer outside any
+        # layer), which `.to(device)` replaces in the unit only: the units' tensors are the trained ones.
+        state = {
+            prefix + key: value
+            for unit, prefix in zip(self._units, self.unit_prefixes, strict=True)
+            for key, value in unit.state_dict().items()
+        }
+        model.load_state_dict(state, strict=False)
+        device = next((p.device for p in self.parameters()), torch.device("cpu"))
+        return model.to(device)
+
 
 def with_stem_module(cuts: list[int]) -> list[int]:
     """`cuts` with the stem a stage of its own (a cut after unit 0), as MAN++ trains it."""
     return cuts if cuts[:1] == [0] else [0, *cuts]
+
+
+def split_request(split: str | list | None, cuts: Sequence[str] | None) -> str | list | None:
+    """The split to resolve when stages may also be given as module names where they begin (`cuts`)."""
+    if not cuts:
+        return split
+    if split is not None:
+        raise ConfigError(f"give either split ({split}) or cuts ({','.join(cuts)}), not both")
+    return list(cuts)
 
 
 def split_model(
@@ -243,12 +288,15 @@ def split_model(
     dataset: str | None = None,
     input_shape: tuple[int, ...] = (3, 32, 32),
     stem_module: bool = False,
+    cuts: Sequence[str] | None = None,
 ) -> SplitNet:
     """Split `backbone` into K stages; see the module docstring for what `split` accepts.
 
-    `stem_module=True` gives the stem a module of its own when the split has none (MAN++ trains it by its
-    own local loss), so the result then has K+1 stages: the true number of gradient-isolated modules.
+    `cuts` names the modules where stages 1..K-1 begin, instead of `split`. `stem_module=True` gives the stem
+    a module of its own when the split has none (MAN++ trains it by its own local loss), so the result then
+    has K+1 stages: the true number of gradient-isolated modules.
     """
+    split = split_request(split, cuts)
     costs = measure_units(backbone.units, input_shape)
     cuts = resolve_cuts(backbone, k, split, arch=arch, dataset=dataset, costs=costs)
     if stem_module:

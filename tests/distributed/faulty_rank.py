@@ -14,13 +14,13 @@ import signal
 import sys
 
 from locallearn.cli import main
-from locallearn.engine.pipeline_engine import PipelineEngine
+from locallearn.engine.step import Engine
 
 
 def _inject(mode: str, rank: int, at_step: int) -> None:
     if int(os.environ["RANK"]) != rank:
         return
-    train_step = PipelineEngine.train_step
+    train_step = Engine.train_step
     steps = 0
 
     def failing_step(self, x, y):
@@ -32,7 +32,7 @@ def _inject(mode: str, rank: int, at_step: int) -> None:
             raise RuntimeError(f"injected failure at step {at_step}")
         return train_step(self, x, y)
 
-    PipelineEngine.train_step = failing_step
+    Engine.train_step = failing_step
 
 
 if __name__ == "__main__":

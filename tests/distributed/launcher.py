@@ -1,7 +1,7 @@
 """Start the processes of a multi-process test on this machine: gloo on CPU, one thread each, a free port.
 
 - `spawn(fn, world, *args)`: `fn(rank, world, *args)` in `world` fresh interpreters (torch.multiprocessing),
-  with torchrun's environment variables set, so that `locallearn.dist.groups.launch` works as under torchrun.
+  with torchrun's environment variables set, so that `locallearn.engine.pipeline.groups.launch` works as under torchrun.
 - `torchrun(args, nproc)`: `torchrun ... -m locallearn <args>`, the user's launch.
 - `ranks(args, world)`: one `python tests/distributed/faulty_rank.py <args>` per rank with no launcher agent around
   them (as on separate nodes), so that only the ranks themselves can notice that one of them has failed.
@@ -71,12 +71,14 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1", **(extra or {})}
 
 
-def torchrun(args: list[str], nproc: int, *, timeout: float = 300.0) -> subprocess.CompletedProcess:
+def torchrun(
+    args: list[str], nproc: int, *, timeout: float = 300.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
         "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "locallearn", *args,
     ]  # fmt: skip
-    return subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run(command, env=_env(env), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
 @dataclass

@@ -20,10 +20,10 @@ from probes import probe_learner
 
 from helpers import DEFAULT_ARG, make_learner, random_batch
 from locallearn.config import PipelineOptions
-from locallearn.dist.groups import launch
 from locallearn.engine.local import LocalEngine, evaluate
-from locallearn.engine.pipeline import build_pipeline_engine, stage_state_dict
-from locallearn.engine.pipeline_plan import module_tensors
+from locallearn.engine.pipeline.groups import launch
+from locallearn.engine.pipeline.plan import module_tensors
+from locallearn.engine.pipeline.run import build_pipeline_engine, stage_state_dict
 from locallearn.methods import MECHANISMS, OBJECTIVES, LocalLearner
 
 pytestmark = pytest.mark.dist
@@ -116,24 +116,21 @@ def _train(case: Case, me, out: Path, rank: int) -> None:
     learner = case.learner()
     optimizers = sgd(learner)
     engine = _engine(case, learner, optimizers, me)
-    head, share = engine.topo.position == 0, (engine.topo.replica, engine.topo.replicas)
+    topo = engine.transport.topo
+    head, share = topo.position == 0, (topo.replica, topo.replicas)
     engine.begin_epoch(case.steps)
     for t in range(case.steps):
         engine.train_step(*(batch(t, share) if head else (None, None)))
-    stats, _ = engine.end_epoch()
+    stats = engine.end_epoch()
     result = {
-        "state": {key: v.clone() for key, v in stage_state_dict(learner, engine.topo.stages).items()},
-        "optimizers": {k: optimizers[k].state_dict() for k in engine.topo.stages},
+        "state": {key: v.clone() for key, v in stage_state_dict(learner, topo.stages).items()},
+        "optimizers": {k: optimizers[k].state_dict() for k in topo.stages},
         "loss": stats.loss,
         "correct": stats.correct,
     }
     if case.replicas > 1:
-        learner.eval()
-        engine.begin_eval(EVAL_BATCHES)
-        for t in range(EVAL_BATCHES):
-            engine.eval_step(*(batch(50 + t, share) if head else (None, None)))
-        learner.train()
-        result["eval"] = engine.end_eval()
+        batches = [batch(50 + t, share) if head else (None, None) for t in range(EVAL_BATCHES)]
+        result["eval"] = engine.evaluate(batches, EVAL_BATCHES)
     torch.save(result, out / f"{case.name}.{rank}.pt")
 
 
@@ -141,10 +138,11 @@ def _train_interval(case: Case, me, out: Path, rank: int) -> None:
     """Record every step's EMA sources on their owners, and the copies the twins' ranks end with."""
     learner = case.learner()
     engine = _engine(case, learner, sgd(learner), me)
-    here = engine.topo.position
-    links = engine.plan.links
-    mine = [i for i, link in enumerate(links) if engine.topo.position_of(link.source_stage) == here]
-    theirs = [i for i, link in enumerate(links) if engine.topo.position_of(link.twin_stage) == here]
+    topo = engine.transport.topo
+    here = topo.position
+    links = engine.transport.plan.links
+    mine = [i for i, link in enumerate(links) if topo.position_of(link.source_stage) == here]
+    theirs = [i for i, link in enumerate(links) if topo.position_of(link.twin_stage) == here]
     before_step = []
     engine.begin_epoch(case.steps)
     for t in range(case.steps):
@@ -168,8 +166,11 @@ def _train_async(case: Case, slow: int, me, out: Path, rank: int) -> None:
         steps += 1
         if rank == slow:
             time.sleep(0.3)
-    stats, _ = engine.end_epoch()
-    torch.save({"steps": steps, "arrivals": engine.replay.arrivals, "loss": stats.loss}, out / f"{case.name}.{rank}.pt")
+    stats = engine.end_epoch()
+    torch.save(
+        {"steps": steps, "arrivals": engine.transport.replay.arrivals, "loss": stats.loss},
+        out / f"{case.name}.{rank}.pt",
+    )
 
 
 def _train_slow_consumer(case: Case, me, out: Path, rank: int) -> None:

@@ -83,7 +83,10 @@ class MLPSRHead(nn.Module):
 
 
 class Decoder(nn.Module):
-    """InfoPro decoder: bilinear upsample to the image size, conv3x3-BN-ReLU, conv3x3, sigmoid -> (B, 3, H, W)."""
+    """InfoPro decoder: bilinear upsample to the image size, conv3x3-BN-ReLU, conv3x3 -> (B, 3, H, W) logits.
+
+    The image is their sigmoid; the reconstruction loss reads the logits (`losses.reconstruction_loss`).
+    """
 
     def __init__(self, channels: int, image_size: tuple[int, int], widen: int = 1, out_channels: int = 3):
         super().__init__()
@@ -93,11 +96,10 @@ class Decoder(nn.Module):
             # conv3x3(upsample(h)) run at h's resolution: the upsampled C-channel map is never made.
             nn.Sequential(UpsampleConv2d(channels, width, self.image_size), nn.BatchNorm2d(width), nn.ReLU(True)),
             nn.Conv2d(width, out_channels, 3, padding=1, bias=True),
-            nn.Sigmoid(),
         )
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         conv, bn, relu = self.body[0]
         # Channels-last from here on: CPU convolutions with 12 inputs and 3 outputs run twice as fast on it.
         a = relu(bn(conv(h).contiguous(memory_format=torch.channels_last)))  # (B, 12w, H, W)
-        return self.body[2](self.body[1](a))  # (B, 3, H, W)
+        return self.body[1](a)  # (B, 3, H, W)

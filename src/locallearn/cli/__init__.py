@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..engine.host_memory import ask_for_huge_pages
 from ..errors import LocalLearnError
 from . import bench, demo, evaluate, listing, plan, profile, train
 
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    ask_for_huge_pages()  # before any tensor exists: PyTorch reads the setting at its first CPU allocation
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command].run(args)

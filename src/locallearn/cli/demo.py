@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config import build_config
     from ..engine.checkpoint import write_json, write_text
     from ..engine.trainer import Trainer
+    from ..methods import parse_method
     from .report import plot_histories, summary_table
 
     out = Path(args.out)
@@ -43,11 +44,13 @@ def run(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 train_limit=args.train_limit,
                 # InfoPro's released ResNet-32 K=4 lambdas (reconstruction 6 -> 1, task 0 -> 2)
-                method_options=dict(ixx_1=6.0, ixy_1=0.0, ixx_2=1.0, ixy_2=2.0) if method.startswith("infopro") else {},
+                method_options=dict(ixx_1=6.0, ixy_1=0.0, ixx_2=1.0, ixy_2=2.0)
+                if parse_method(method).objective == "infopro"
+                else {},
             )
         )
         print(f"== {method} (K={cfg.K}) ==", flush=True)
-        trainer = Trainer(cfg, out / method.replace("+", "_").replace(":", "-"), progress=not args.no_progress)
+        trainer = Trainer(cfg, out / cfg.spec.slug, progress=not args.no_progress)
         summaries.append(trainer.fit())
         histories[method] = trainer.history
     table = summary_table(summaries)

@@ -15,16 +15,13 @@ import json
 import shlex
 import time
 
-from .train import TRAIN_FLAGS, add_config_flags, config_from_args
+from .config_flags import add_config_flags, command_words, config_from_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "plan", help="choose K (or the batch size) that fits a memory budget", conflict_handler="resolve"
-    )
+    p = sub.add_parser("plan", help="choose K (or the batch size) that fits a memory budget")
     add_config_flags(p)
     p.add_argument("--budget", required=True, help="memory to fit in: 12GiB, 500MB, or auto (free on the device)")
-    p.add_argument("--image-size", type=int, default=None, help="input height and width (default: the dataset's)")
     p.add_argument("--num-classes", type=int, default=None, help="label count (default: the dataset's, else 10)")
     p.add_argument("--max-K", dest="max_k", type=int, default=None, help="largest K to consider (default 16)")
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
@@ -40,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from ..plan.predict import MemoryPredictor
     from ..plan.report import batch_report, k_report
     from ..plan.search import BALANCED, DEFAULT_MAX_K, largest_batch, smallest_k
+    from ..split import split_request
 
     start = time.perf_counter()
     cfg = config_from_args(args)
@@ -52,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     budget = resolve_budget(args.budget, device)
     predictor = MemoryPredictor(cfg, run_spec(cfg, args.image_size, args.num_classes))
     if args.K is not None:
-        plan = largest_batch(predictor, cfg.K, cfg.split or BALANCED, budget)
+        plan = largest_batch(predictor, cfg.K, split_request(cfg.split, cfg.cuts) or BALANCED, budget)
         report = batch_report(plan)
     else:
         plan = smallest_k(predictor, budget, cfg.batch_size, max_k)
@@ -67,11 +65,4 @@ def run(args: argparse.Namespace) -> int:
 
 def _train_command(args: argparse.Namespace) -> str:
     """This query's recipe and flags as a `locallearn train` command (K and split are appended by the report)."""
-    words = ["locallearn", "train"] + (["--config", args.config] if args.config else [])
-    for flag, dest, _ in TRAIN_FLAGS:
-        value = getattr(args, dest)
-        if value is not None and dest not in ("K", "split"):
-            words += [flag, str(value)]
-    for override in args.overrides:
-        words += ["--set", override]
-    return shlex.join(words)
+    return shlex.join(["locallearn", "train", *command_words(args, skip=("K", "split"))])

@@ -14,30 +14,18 @@ import sys
 
 from ..config import RunConfig
 from ..errors import ConfigError
-from .train import add_config_flags, config_from_args
+from .config_flags import add_config_flags, config_from_args
 
 
-def int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got '{text}'") from e
-
-
-def add_sweep_flags(p: argparse.ArgumentParser) -> None:
-    """The config flags of `train`, with lists where a sweep needs them; `p` must resolve conflicts."""
-    add_config_flags(p)
-    p.add_argument("--config", nargs="+", default=None, help="one or more YAML recipes (each is a run)")
-    p.add_argument("--method", default=None, help="method or comma list, e.g. e2e,greedy,dgl,infopro+man")
-    p.add_argument("--K", type=int_list, default=None, help="K or comma list, e.g. 2,4,8,16 (e2e runs once, K=1)")
-    p.add_argument("--out", default=None, help="also write <name>_<hardware>_<yyyymm>.json/.csv/.md here")
+def add_sweep_flags(p: argparse.ArgumentParser, sweep: tuple[str, ...] = ("method", "K")) -> None:
+    """The config flags of `train`, with comma lists for the swept fields, and the result-file prefix."""
+    add_config_flags(p, sweep)
     p.add_argument("--name", default=None, help="result file prefix (default: the command's name)")
 
 
 def expand_configs(args: argparse.Namespace, seeds: list[int] | None = None) -> list[RunConfig]:
     """Every combination of recipes x methods x K (x seeds) as a resolved RunConfig, duplicates dropped."""
-    methods = [m.strip() for m in args.method.split(",") if m.strip()] if args.method else [None]
-    combos = itertools.product(args.config or [None], methods, args.K or [None], seeds or [args.seed])
+    combos = itertools.product(args.config or [None], args.method or [None], args.K or [None], seeds or [args.seed])
     cfgs: dict[str, RunConfig] = {}
     for recipe, method, k, seed in combos:
         single = argparse.Namespace(**{**vars(args), "config": recipe, "method": method, "K": k, "seed": seed})
@@ -47,11 +35,9 @@ def expand_configs(args: argparse.Namespace, seeds: list[int] | None = None) -> 
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "profile", help="memory, FLOPs and peak vs E2E of one training step, per stage", conflict_handler="resolve"
-    )
+    p = sub.add_parser("profile", help="memory, FLOPs and peak vs E2E of one training step, per stage")
     add_sweep_flags(p)
-    p.add_argument("--image-size", type=int, default=None, help="input height and width (default: the dataset's)")
+    p.add_argument("--out", default=None, help="also write <name>_<hardware>_<yyyymm>.json/.csv/.md here")
     p.add_argument("--num-classes", type=int, default=None, help="label count (default: the dataset's, else 10)")
     p.add_argument("--warmup-steps", type=int, default=1, help="steps run before the measured one")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per run")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..methods import parse_method
+
 
 def _mb(n: float) -> str:
     return f"{n / 2**20:.1f}"
@@ -12,7 +14,7 @@ def _mb(n: float) -> str:
 
 def summary_table(summaries: list[dict[str, Any]]) -> str:
     """Markdown table of run summaries; memory is relative to the E2E run when there is one."""
-    e2e = next((s for s in summaries if s["method"] == "e2e"), None)
+    e2e = next((s for s in summaries if parse_method(s["method"]).is_e2e), None)
     rows = [
         "| method | K | test acc | stage acc (aux heads) | s/epoch | held for backward (MB) | vs E2E |",
         "|---|---|---|---|---|---|---|",

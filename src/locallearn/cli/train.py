@@ -7,72 +7,10 @@ import json
 import os
 from pathlib import Path
 
-from ..config import RunConfig, build_config
+from ..config import RunConfig
 from ..errors import ConfigError
+from .config_flags import add_config_flags, config_from_args
 from .evaluate import announce_user_code
-
-# flag -> RunConfig field, with the type argparse converts to
-TRAIN_FLAGS: list[tuple[str, str, type]] = [
-    ("--arch", "arch", str),
-    ("--method", "method", str),
-    ("--K", "K", int),
-    ("--split", "split", str),
-    ("--dataset", "dataset", str),
-    ("--data-dir", "data_dir", str),
-    ("--epochs", "epochs", int),
-    ("--batch-size", "batch_size", int),
-    ("--lr", "lr", float),
-    ("--seed", "seed", int),
-    ("--train-limit", "train_limit", int),
-    ("--test-limit", "test_limit", int),
-    ("--device", "device", str),
-    ("--amp", "amp", str),
-    ("--engine", "engine", str),
-    ("--threads", "threads", int),
-    ("--schedule", "schedule", str),
-    ("--activation-checkpoint", "activation_checkpoint", str),
-]
-
-
-FIELD_HELP = {
-    "arch": "backbone name or package.module:callable",
-    "method": "e.g. greedy, dgl, infopro, infopro:softmax, infopro+man, e2e",
-    "K": "number of gradient-isolated stages",
-    "split": "table | balanced-memory | stem-merged | even | even-memory | [[s,b],...] | units:i,j",
-    "dataset": "cifar10, cifar100, svhn, stl10, cifar10-sample (bundled) or imagenet (train/ + val/ folders)",
-    "data_dir": "folder holding the dataset files as distributed (archive or extracted)",
-    "train_limit": "use only the first N training images",
-    "test_limit": "use only the first N test images",
-    "device": "auto, cpu, cuda, cuda:N",
-    "amp": "auto, none, bf16, fp16",
-    "engine": "local or pipeline (under torchrun)",
-    "activation_checkpoint": "none, per-unit or per-stage:J (E2E): recompute activations in backward",
-    "schedule": "cosine (default), paper-cos (the CIFAR recipes' warm-up rule), step or const",
-}
-
-
-def add_config_flags(p: argparse.ArgumentParser) -> None:
-    """The flags that build a RunConfig; shared by train, profile and bench."""
-    p.add_argument("--config", help="YAML recipe (see `locallearn list`)")
-    for flag, dest, typ in TRAIN_FLAGS:
-        p.add_argument(flag, dest=dest, type=typ, default=None, help=FIELD_HELP.get(dest))
-    p.add_argument("--download", action="store_true", default=None, help="download the dataset if missing")
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile each stage")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any config field, e.g. --set method_options.ixx_1=5",
-    )
-
-
-def config_from_args(args: argparse.Namespace, base: dict | None = None) -> RunConfig:
-    flags = {dest: getattr(args, dest) for _, dest, _ in TRAIN_FLAGS}
-    flags["download"] = args.download
-    flags["compile"] = args.compile
-    return build_config(args.config, flags, args.overrides, base=base if args.config is None else None)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -103,8 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def default_out(cfg: RunConfig) -> Path:
-    method = cfg.method.replace("+", "_").replace(":", "-")
-    return Path("runs") / f"{cfg.dataset}_{cfg.arch.replace(':', '-')}_{method}_k{cfg.K}_s{cfg.seed}"
+    return Path("runs") / f"{cfg.dataset}_{cfg.arch.replace(':', '-')}_{cfg.spec.slug}_k{cfg.K}_s{cfg.seed}"
 
 
 def schedule_line(cfg: RunConfig, shown: int = 4) -> str:
@@ -117,7 +54,8 @@ def schedule_line(cfg: RunConfig, shown: int = 4) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.checkpoint import CHECKPOINT, assemble_stages, load_checkpoint
+    from ..engine.checkpoint import CHECKPOINT, load_checkpoint
+    from ..engine.pipeline.run import DistributedTrainer, launched
     from ..engine.run_dir import prepare_run_dir
     from ..engine.trainer import Trainer, check_stop_after
     from ..plan.apply import prepare
@@ -127,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
     record = None  # the checkpoint --resume continues: tensors and plain data only (see load_checkpoint)
     if args.resume:
         out = out or default_out(config_from_args(args))
-        # Without the file (a pipeline rank on a node that does not hold last.pt) the config is the flags';
-        # prepare_run_dir or the pipeline's rank 0 says when there is nothing to resume.
+        # Without the file (a rank on a node that does not hold last.pt) the config is the flags';
+        # prepare_run_dir on rank 0 says when there is nothing to resume.
         if (out / CHECKPOINT).is_file():
             record = load_checkpoint(out / CHECKPOINT, assemble=False)
     cfg = config_from_args(args, record["config"] if record else None)
@@ -139,20 +77,18 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--memory-budget chooses K for a new run; drop it with --resume (the run keeps its K)")
     cfg = prepare(cfg, args.memory_budget, check=not args.skip_memory_check)
     out = out or default_out(cfg)
-    if cfg.engine != "pipeline":  # (the pipeline's rank 0 checks it once every rank has started)
-        prepare_run_dir(out, resume=args.resume)
-    if speaks and not args.json:
-        print(schedule_line(cfg), flush=True)
-    if cfg.engine == "pipeline":
-        from ..engine.pipeline import run_pipeline  # noqa: PLC0415  (only under torchrun)
-
-        summary = run_pipeline(
-            cfg, out, resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after_epoch
-        )
-    else:
-        trainer = Trainer(cfg, out, progress=not args.no_progress)
-        if record is not None:
-            trainer.restore(assemble_stages(record, out))
+    progress = not args.no_progress
+    with launched(cfg) as world:  # torch.distributed under torchrun; None in a single process
+        if speaks:
+            prepare_run_dir(out, resume=args.resume)
+            if not args.json:
+                print(schedule_line(cfg), flush=True)
+        if world is None:
+            trainer = Trainer(cfg, out, progress=progress)
+        else:
+            trainer = DistributedTrainer(cfg, out, world=world, progress=progress)
+        if args.resume:
+            trainer.resume()
         summary = trainer.fit(stop_after=args.stop_after_epoch)
     if summary is not None:
         if args.json:

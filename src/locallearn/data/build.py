@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import torch
-import torch.distributed as dist
 
 from ..errors import ConfigError
 from .datasets import load_dataset
@@ -49,45 +48,30 @@ def build_data(
     device: torch.device,
     *,
     channels_last: bool = False,
-    distributed: bool | None = None,
     share: tuple[int, int] = (0, 1),
 ) -> RunData:
     """Loaders for `cfg.dataset` delivering batches to `device`.
 
-    `distributed` (imagenet only; default: whether torch.distributed is initialised) shards the data over the
-    ranks of the default process group: each rank reads a DistributedSampler share of the training set and
-    its slice of the validation set. `cfg.batch_size` is then the global batch, as in the papers' multi-GPU
-    commands (1024 = 8 GPUs x 128): each rank loads batch_size / world size. Pass False when the ranks must
-    all see the same batches (one pipeline stage per rank). `share = (r, n)`: every loader yields only part
-    r of n of each batch (a pipeline's data-parallel replica r; the data order stays that of one process).
+    `cfg.batch_size` is the global batch. `share = (r, n)`: every loader yields only part r of n of each batch
+    (data-parallel replica r of n, under torchrun: the data order stays that of one process, and a replica
+    decodes no image another one trains on).
     """
     if cfg.dataset in IMAGEFOLDER_DATASETS:
-        if distributed is None:
-            distributed = dist.is_available() and dist.is_initialized()
-        return _imagefolder_data(cfg, device, channels_last, distributed, share)
+        return _imagefolder_data(cfg, device, channels_last, share)
     return _in_memory_data(cfg, device, channels_last, share)
 
 
-def _imagefolder_data(
-    cfg: RunConfig, device: torch.device, channels_last: bool, distributed: bool, share: tuple[int, int]
-) -> RunData:
+def _imagefolder_data(cfg: RunConfig, device: torch.device, channels_last: bool, share: tuple[int, int]) -> RunData:
     if cfg.data_dir is None:
         raise ConfigError(f"dataset {cfg.dataset} needs data_dir (--data-dir): the folder holding train/ and val/")
-    # Without a process group, build_imagefolder_loaders raises the error that says how to start one.
-    world = dist.get_world_size() if distributed and dist.is_initialized() else 1
-    if cfg.batch_size % world:
-        raise ConfigError(
-            f"batch_size {cfg.batch_size} is the global batch and must divide evenly over the {world} processes"
-        )
     data = build_imagefolder_loaders(
         cfg.data_dir,
         image_size=cfg.image_size,
-        batch_size=cfg.batch_size // world,
-        eval_batch_size=max(1, cfg.eval_batch_size // world),
+        batch_size=cfg.batch_size,
+        eval_batch_size=cfg.eval_batch_size,
         workers=cfg.workers,
         device=device,
         seed=cfg.seed,
-        distributed=distributed,
         train_limit=cfg.train_limit,
         test_limit=cfg.test_limit,
         channels_last=channels_last,

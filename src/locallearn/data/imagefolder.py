@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..errors import ConfigError, DataError
@@ -205,19 +204,18 @@ class ImageFolderDataset(Dataset):
 
 
 class EpochSampler(Sampler):
-    """Yields `(index, epoch)` keys: a seeded shuffle of this rank's share (train) or a strided shard (eval).
+    """Yields `(index, epoch)` keys: a seeded shuffle (train) or every index in order (eval).
 
-    Training uses DistributedSampler (world size 1 when not distributed), whose order is a function of
-    seed + epoch. Evaluation takes indices rank, rank + world, ... without DistributedSampler's padding, so
-    no validation image is counted twice.
+    Training draws DistributedSampler's order for one replica, a function of seed + epoch: data-parallel
+    replicas all draw this one order and each decodes its slice of every batch (`SharedBatches`).
     """
 
-    def __init__(self, n: int, train: bool, seed: int, rank: int = 0, world: int = 1) -> None:
-        self.n, self.train, self.rank, self.world = n, train, rank, world
+    def __init__(self, n: int, train: bool, seed: int) -> None:
+        self.n, self.train = n, train
         self.epoch = self.skip = 0  # `skip`: keys of the epoch already trained (a run resumed mid-epoch)
         self.inner: DistributedSampler | None = None
         if train:
-            self.inner = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed)
+            self.inner = DistributedSampler(range(n), num_replicas=1, rank=0, shuffle=True, seed=seed)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -225,12 +223,12 @@ class EpochSampler(Sampler):
             self.inner.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        indices = iter(self.inner) if self.inner is not None else iter(range(self.rank, self.n, self.world))
+        indices = iter(self.inner) if self.inner is not None else iter(range(self.n))
         epoch = self.epoch
         return ((i, epoch) for i in itertools.islice(indices, self.skip, None))
 
     def __len__(self) -> int:
-        return len(self.inner) if self.inner is not None else len(range(self.rank, self.n, self.world))
+        return self.n
 
 
 # ------------------------------------------------------------------------------------------ device loader
@@ -351,17 +349,6 @@ class ImageFolderData:
     std: tuple[float, float, float] = IMAGENET_STD
 
 
-def _rank_world(distributed: bool) -> tuple[int, int]:
-    if not distributed:
-        return 0, 1
-    if not (dist.is_available() and dist.is_initialized()):
-        raise ConfigError(
-            "distributed=True needs an initialised torch.distributed process group; launch with torchrun "
-            "and call torch.distributed.init_process_group() first, or pass distributed=False"
-        )
-    return dist.get_rank(), dist.get_world_size()
-
-
 def build_imagefolder_loaders(
     root: str | Path,
     *,
@@ -371,7 +358,6 @@ def build_imagefolder_loaders(
     workers: int = 8,
     device: torch.device | str = "cpu",
     seed: int = 0,
-    distributed: bool = False,
     train_limit: int | None = None,
     test_limit: int | None = None,
     channels_last: bool = False,
@@ -382,17 +368,15 @@ def build_imagefolder_loaders(
     Args:
         root: the folder holding `train/` and `val/`, each with one subfolder per class.
         image_size: the crop size S; evaluation resizes the shorter side to round(S * 256/224) first.
-        batch_size: images per batch and per process (under `distributed`, the global batch is
-            batch_size * world size).
+        batch_size: images per batch (the global batch: every data-parallel replica draws the same batches).
         eval_batch_size: the val batch size; defaults to `batch_size`.
         workers: DataLoader worker processes per loader (0 decodes in the main process).
         device: where batches are delivered; pinned memory and side-stream prefetch on CUDA.
         seed: fixes the sample order and the augmentations of every epoch together with `set_epoch`.
-        distributed: shard both splits over the ranks of the initialised process group.
         train_limit / test_limit: keep this many images, spread evenly over the classes (quick runs).
         channels_last: deliver x in channels_last memory format.
-        share: (r, n): decode and deliver only part r of n of every batch (a pipeline's data-parallel
-            replica r, which trains on that slice of the global batch); not with `distributed`.
+        share: (r, n): decode and deliver only part r of n of every batch (data-parallel replica r, which
+            trains on that slice of the global batch).
     """
     _pil_image()  # fail here, in the main process, rather than inside every worker
     root = Path(root)
@@ -407,10 +391,7 @@ def build_imagefolder_loaders(
     train_samples = _even_subset(scan_split(root / "train", classes), train_limit)
     val_samples = _even_subset(scan_split(root / "val", classes), test_limit)
 
-    if distributed and share != (0, 1):
-        raise ConfigError("share slices batches for pipeline replicas, which load with distributed=False; use one")
     device = torch.device(device)
-    rank, world = _rank_world(distributed)
     # Seeds the DataLoader's own base seed (workers' torch RNG); our transforms use per-sample generators.
     generator = torch.Generator().manual_seed(seed)
     common = dict(
@@ -422,7 +403,7 @@ def build_imagefolder_loaders(
 
     def make(samples: list[tuple[str, int]], train: bool, bs: int) -> ImageFolderLoader:
         dataset = ImageFolderDataset(samples, image_size, train=train, seed=seed)
-        sampler = EpochSampler(len(dataset), train=train, seed=seed, rank=rank, world=world)
+        sampler = EpochSampler(len(dataset), train=train, seed=seed)
         loader = DataLoader(dataset, batch_sampler=SharedBatches(sampler, bs, share), **common)
         return ImageFolderLoader(loader, sampler, bs, device, channels_last=channels_last)
 

@@ -22,7 +22,7 @@ from typing import IO, Any
 import torch
 
 from ..errors import ConfigError, write_failure
-from .local import StepStats
+from .stats import StepStats
 
 # Classes a checkpoint may hold besides tensors and plain data: none is written any more, but checkpoints taken
 # within an epoch by earlier versions held the epoch's StepStats (a plain dataclass: loading it runs no code).

@@ -15,10 +15,11 @@ import yaml
 
 from ..config import RunConfig
 from ..errors import ConfigError, OutputError, write_failure
+from ..logs import FOLDER as TENSORBOARD
 from .checkpoint import CHECKPOINT, TEMPORARY_GLOB, remove_temporaries
 
 # What a run writes besides config.yaml (which needs a closer look: a user's recipe has the same name).
-RUN_FILES = {CHECKPOINT, "metrics.jsonl", "metrics.csv", "summary.json", "stages"}
+RUN_FILES = {CHECKPOINT, "metrics.jsonl", "metrics.csv", "summary.json", "stages", TENSORBOARD}
 
 
 def _is_resolved_config(path: Path) -> bool:

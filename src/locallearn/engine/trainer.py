@@ -7,9 +7,11 @@ already trained are skipped), so `--resume` continues bit-identically on CPU.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,9 @@ from tqdm.auto import tqdm
 from ..config import RunConfig, parse_activation_checkpoint
 from ..data.build import Loader, RunData, build_data
 from ..errors import ConfigError, TrainingError
+from ..logs import TensorBoardWriter, tensorboard_writer
 from ..measure.flops import inference_flops
-from ..methods import LocalLearner, build_learner, needs_stem_module, parse_method
+from ..methods import LocalLearner, build_learner
 from ..models import MODELS, build_backbone
 from ..provenance import code_version
 from ..schedule import lr_at
@@ -36,9 +39,10 @@ from .checkpoint import (
     write_json,
     write_text,
 )
-from .host_memory import return_freed_memory
-from .local import LocalEngine, StepStats, evaluate
+from .host_memory import prepare_host_memory
 from .recompute import checkpoint_split
+from .stats import StepStats
+from .step import Accuracy, Engine
 from .traced import held_for_backward
 
 # What the saved state and the data order depend on; everything else may change on --resume.
@@ -121,16 +125,16 @@ def build_model(
         arch=cfg.arch,
         dataset=cfg.dataset,
         input_shape=image_shape,
-        stem_module=needs_stem_module(cfg.method, cfg.method_options),
+        stem_module=cfg.spec.stem_module(cfg.method_options),
+        cuts=cfg.cuts,
     )
     checkpoint_split(
         net,
         *parse_activation_checkpoint(cfg.activation_checkpoint),
         lambda j: resolve_cuts(backbone, j, cfg.split, arch=cfg.arch, dataset=cfg.dataset, costs=net.unit_costs),
     )
-    learner = build_learner(
-        cfg.method, net, num_classes=num_classes, mean=mean, std=std, options=cfg.method_options
-    ).to(device)
+    learner = build_learner(cfg.spec, net, num_classes=num_classes, mean=mean, std=std, options=cfg.method_options)
+    learner = learner.to(device)
     if use_channels_last(cfg, device):
         learner = learner.to(memory_format=torch.channels_last)
     if cfg.compile:
@@ -140,8 +144,14 @@ def build_model(
 
 
 def build_optimizers(learner: LocalLearner, cfg: RunConfig) -> list[torch.optim.Optimizer]:
-    """One SGD per stage. Fused on CUDA (one kernel per stage's update), multi-tensor (foreach) elsewhere."""
+    """One SGD (or AdamW) per stage. Fused on CUDA (one kernel per stage's update), multi-tensor (foreach) elsewhere."""
     fused = next(learner.parameters()).device.type == "cuda"
+    kernel = {"foreach": not fused, "fused": fused}
+    if cfg.optimizer == "adamw":
+        return [
+            torch.optim.AdamW(learner.stage_parameters(k), lr=cfg.lr, weight_decay=cfg.weight_decay, **kernel)
+            for k in range(learner.num_stages)
+        ]
     return [
         torch.optim.SGD(
             learner.stage_parameters(k),
@@ -149,8 +159,7 @@ def build_optimizers(learner: LocalLearner, cfg: RunConfig) -> list[torch.optim.
             momentum=cfg.momentum,
             nesterov=cfg.nesterov,
             weight_decay=cfg.weight_decay,
-            foreach=not fused,
-            fused=fused,
+            **kernel,
         )
         for k in range(learner.num_stages)
     ]
@@ -171,27 +180,19 @@ def load_optimizer_state(opt: torch.optim.Optimizer, state: dict[str, Any]) -> N
         group.update(kernel)
 
 
-def build_run(
-    cfg: RunConfig,
-    device: torch.device | None = None,
-    *,
-    distributed: bool | None = None,
-    share: tuple[int, int] = (0, 1),
-) -> Run:
-    """`distributed` and `share` go to `build_data` (pipeline ranks: distributed False, so that every stage
-    sees the same batches, and share (r, n) on data-parallel replica r of n)."""
+def build_run(cfg: RunConfig, device: torch.device | None = None, *, share: tuple[int, int] = (0, 1)) -> Run:
+    """`share = (r, n)`: the loaders deliver part r of n of every batch (data-parallel replica r of n)."""
     device = device or resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.return_freed_memory and device.type == "cpu":
-        return_freed_memory()
+    if device.type == "cpu":
+        prepare_host_memory(cfg.return_freed_memory)
     # Cheap checks first, so that a typo fails before any data is read.
-    parse_method(cfg.method)
     if ":" not in cfg.arch:
         MODELS.get(cfg.arch)
     torch.manual_seed(cfg.seed)
     channels_last = use_channels_last(cfg, device)
-    data = build_data(cfg, device, channels_last=channels_last, distributed=distributed, share=share)
+    data = build_data(cfg, device, channels_last=channels_last, share=share)
     learner = build_model(cfg, data.image_shape, data.num_classes, mean=data.mean, std=data.std, device=device)
     optimizers = build_optimizers(learner, cfg)
     return Run(cfg, device, data, learner, optimizers, data.train, data.test)
@@ -244,8 +245,9 @@ def check_stop_after(stop_after: int | None) -> None:
 class Trainer:
     """Train one run into `out_dir`: config.yaml, metrics.jsonl/.csv, last.pt and summary.json.
 
-    The pipeline engine's trainer subclasses it: the hooks `make_engine`, `is_main`, `evaluate`, `save` and
-    `resume` are where the two differ.
+    The epoch loop and evaluation drive the engine over the stages this process owns, whatever the process
+    layout. Under torchrun, `engine/pipeline/run.py`'s DistributedTrainer changes only what is not a loop:
+    `make_engine`, the per-stage checkpoint (`save`, `resume`), the progress line and the summary's extras.
     """
 
     def __init__(self, cfg: RunConfig, out_dir: str | Path, *, progress: bool = True, run: Run | None = None) -> None:
@@ -262,14 +264,15 @@ class Trainer:
         self.elapsed = 0.0
         self.resume_point = EpochStart()  # where epoch `start_epoch` begins
         self.pending = False  # a checkpoint taken within the epoch waits at `pending_path` to be verified
+        self.tensorboard: TensorBoardWriter | None = None  # opened by `fit` in the process that writes the files
 
-    def make_engine(self, amp: str, scaler: torch.amp.GradScaler | None) -> LocalEngine:
-        return LocalEngine(self.run.learner, self.run.optimizers, amp=amp, scaler=scaler)
+    def make_engine(self, amp: str, scaler: torch.amp.GradScaler | None) -> Engine:
+        return Engine(self.run.learner, self.run.optimizers, amp=amp, scaler=scaler)
 
     @property
     def is_main(self) -> bool:
         """Whether this process writes the run directory's files (config, metrics, summary)."""
-        return True
+        return self.engine.transport.writes_outputs
 
     @property
     def checkpoint_path(self) -> Path:
@@ -319,6 +322,7 @@ class Trainer:
             stats = ckpt["partial"]["stats"]  # a dict; a StepStats in checkpoints of earlier versions
             stats = (stats if isinstance(stats, StepStats) else StepStats.from_dict(stats)).to(self.run.device)
             self.resume_point = EpochStart(ckpt["partial"]["step"], ckpt["partial"]["seconds"], stats)
+        self.engine.start_at(self.start_epoch * len(self.run.train_loader) + self.resume_point.step)
 
     def _write_metrics(self) -> None:
         write_text(self.out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
@@ -346,32 +350,46 @@ class Trainer:
             dynamic_ncols=True,
         )
 
+    def batches(self, loader: Loader, count: int | None) -> Iterable[tuple[torch.Tensor | None, torch.Tensor | None]]:
+        """The loader's batches where this process reads data; elsewhere `count` placeholders (None: endless),
+        their carries coming from the previous pipeline position."""
+        if self.engine.transport.reads_data:
+            return loader
+        return itertools.repeat((None, None)) if count is None else itertools.repeat((None, None), count)
+
     def train_epoch(self, epoch: int, at: EpochStart) -> dict[str, Any]:
-        cfg, run = self.cfg, self.run
+        cfg, run, engine = self.cfg, self.run, self.engine
         lr = self.begin_epoch(epoch, at.step)
-        bar = self.progress_bar(run.train_loader, epoch, at.step)
-        start = time.perf_counter() - at.seconds
-        self.engine.reset_stats()
-        if at.stats is not None:
-            self.engine.stats = at.stats
         steps = len(run.train_loader)
+        engine.begin_epoch(steps - at.step, carried=at.stats)
+        start = time.perf_counter() - at.seconds
+        count = None if engine.transport.asynchronous else steps - at.step
+        bar = self.progress_bar(self.batches(run.train_loader, count), epoch, at.step)
         for step, (x, y) in enumerate(bar, start=at.step + 1):
-            self.engine.train_step(x, y)
+            if not engine.train_step(x, y):
+                break  # an asynchronous epoch has ended
             if self.pending or step % cfg.log_every == 0 or step == steps:
                 # One host sync per `log_every` steps (and after a checkpoint): the running mean loss of each stage.
-                running = self.engine.stats.loss / self.engine.stats.steps
+                running = engine.stats.loss / max(engine.stats.steps, 1)
                 _check_finite(running, epoch, step, self.checkpoint_path)
                 self.commit_pending()
-                bar.set_postfix_str(" ".join(f"{v:.3f}" for v in running.tolist()), refresh=False)
+                self.show_progress(bar, step, running)
+                if self.tensorboard:
+                    self.tensorboard.step(epoch, step, engine.stats, time.perf_counter() - start)
             self.checkpoint_within(epoch, step, steps, start)
-        total = self.engine.reset_stats()
+        total = engine.end_epoch()
         if run.device.type == "cuda":
             torch.cuda.synchronize(run.device)
         return self.epoch_record(epoch, lr, total, time.perf_counter() - start)
 
-    def evaluate(self) -> tuple[float, list[float | None], float]:
+    def show_progress(self, bar: tqdm, step: int, running: torch.Tensor) -> None:
+        """Show the running mean loss of each stage on the progress bar."""
+        bar.set_postfix_str(" ".join(f"{v:.3f}" for v in running.tolist()), refresh=False)
+
+    def evaluate(self) -> Accuracy:
         """(final accuracy, per-stage accuracy, mean final CE) on the test set."""
-        return evaluate(self.run.learner, self.run.test_loader, self.amp)
+        loader = self.run.test_loader
+        return self.engine.evaluate(self.batches(loader, len(loader)), len(loader))
 
     def epoch_record(self, epoch: int, lr: float, total: StepStats, seconds: float) -> dict[str, Any]:
         """Evaluate, and the epoch's metrics row from the training statistics `total`."""
@@ -396,7 +414,7 @@ class Trainer:
 
     def save(self, epoch: int, step: int = 0, seconds: float = 0.0) -> None:
         """Checkpoint the end of `epoch`, or its first `step` steps (atomically: a crash keeps the previous one)."""
-        at = EpochStart(step, seconds, self.engine.stats) if step else None
+        at = EpochStart(step, seconds, self.engine.epoch_stats()) if step else None
         state = self.state(epoch, at)
         refuse_non_finite(state, epoch, step, self.checkpoint_path)
         # Within an epoch the next step verifies the weights. At an epoch's end the next step is in the next
@@ -424,6 +442,14 @@ class Trainer:
         main, run = self.is_main, self.run
         last = self.cfg.epochs if stop_after is None else min(self.cfg.epochs, stop_after)
         if main:
+            self.tensorboard = tensorboard_writer(
+                self.cfg.log.tensorboard,
+                self.out,
+                len(run.train_loader),
+                run.device,
+                self.start_epoch,
+                self.resume_point.step,
+            )
             self.out.mkdir(parents=True, exist_ok=True)
             write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
             if self.history:  # resumed: metrics written before a crash may be missing the checkpoint's last epoch
@@ -440,10 +466,14 @@ class Trainer:
             self.save(epoch)
             if main:
                 self._write_metrics()
+            if self.tensorboard:
+                self.tensorboard.epoch(record)
             if self.progress and main:
                 tqdm.write(_epoch_line(record))
         if not main:
             return None
+        if self.tensorboard:
+            self.tensorboard.close()
         summary = self.summary(held, flops)
         write_json(self.out / "summary.json", summary)
         return summary
@@ -454,8 +484,8 @@ class Trainer:
             "method": self.cfg.method,
             "arch": self.cfg.arch,
             "dataset": self.cfg.dataset,
-            "K": learner.num_stages,
-            "modules": learner.num_stages,
+            "K": self.cfg.K,
+            "stages": learner.num_stages,
             "stem_is_module": learner.net.stem_is_module,
             "cuts": learner.net.cuts,
             "epochs": len(self.history),

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from .options import AuxOptions
+
 if TYPE_CHECKING:
+    from . import MethodOptions
     from .learner import LocalLearner
-    from .options import MethodOptions
 
 Carry = dict[str, torch.Tensor]
 
@@ -58,8 +60,8 @@ class AuxContext:
     """What an objective needs to build stage k's aux net."""
 
     k: int  # 0-based local module index (0..K-2)
-    num_stages: int  # K
-    feature_shape: tuple[int, ...]  # (C, H, W) of the tensor the aux net sees
+    num_stages: int  # stages trained: K, plus the stem's own with MAN++
+    feature_shape: tuple[int, ...]  # (C, H, W) of the tensor the aux net sees; (N, C) for tokens (ViTs)
     image_shape: tuple[int, ...]  # (3, H, W)
     num_classes: int
     next_stage_coord: tuple[int, int] | None = None  # [stage, block] of the next module's first block
@@ -74,6 +76,11 @@ class Objective:
 
     name: str = ""
     variant: str | None = None
+    # The CIFAR-scale head used when method_options.aux_net is unset or `auto` (a mechanism may ask for another);
+    # Features of 256 channels or more get the ImageNet head instead (`aux.choose_head`), except with greedy's
+    # GAP + linear.
+    default_head: str = ""
+    options_types: tuple[type, ...] = (AuxOptions,)  # the option dataclasses it reads (composed into MethodOptions)
 
     def __init__(self, options: MethodOptions, variant: str | None = None) -> None:
         self.options = options
@@ -94,6 +101,7 @@ class Mechanism:
     window: int = 1
     incompatible: tuple[str, ...] = ()
     legacy_ratio_by_own_block: bool = False  # see AuxContext.ratio_by_own_block
+    options_types: tuple[type, ...] = ()  # the option dataclasses it reads (composed into MethodOptions)
 
     def __init__(self, options: MethodOptions, arg: str | None = None) -> None:
         self.options = options
@@ -101,7 +109,8 @@ class Mechanism:
 
     @classmethod
     def default_aux_net(cls, objective: str) -> str | None:
-        """The aux head `objective` uses with this mechanism when method_options.aux_net is unset (None: its own)."""
+        """The CIFAR-scale aux head `objective` uses with this mechanism when method_options.aux_net is unset or
+        `auto` (None: the objective's own `default_head`)."""
         return None
 
     @classmethod

@@ -18,16 +18,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ..aux.heads import conv_bn_relu
+from ..aux.tokens import is_token_shape
 from ..errors import ConfigError
 from .base import Batch, Carry, Mechanism
 from .learner import LocalLearner
-from .options import MethodOptions
+from .options import AuxOptions
 from .registry import MECHANISMS
+
+if TYPE_CHECKING:
+    from . import MethodOptions
 
 DEFAULT_MODE = "R1E"
 _MODE = re.compile(r"(?:R(\d+))?(E?)")
@@ -101,6 +106,7 @@ class ContSup(Mechanism):
     name = "contsup"
     # MLAAN's cascade re-runs earlier stages on their plain outputs; neither paper defines it with contexts.
     incompatible = ("mlaan",)
+    options_types = (AuxOptions,)  # aux_widen sizes the context encoders
 
     def __init__(self, options: MethodOptions, arg: str | None = None) -> None:
         super().__init__(options, arg)
@@ -112,6 +118,12 @@ class ContSup(Mechanism):
 
     def setup(self, learner: LocalLearner) -> None:
         records = learner.net.records
+        if any(is_token_shape(r.out_shape) for r in records[:-1]):
+            # Context nodes are convolutions added to feature maps; a ViT's boundaries carry tokens.
+            raise ConfigError(
+                "contsup adds image-shaped contexts at every boundary, but this backbone's boundaries carry tokens "
+                "(a ViT); drop +contsup, or use greedy, dgl, infopro, man, man++ or mlaan on it"
+            )
         image_channels = learner.image_shape[0]
         for k in range(1, learner.num_stages):
             target = tuple(records[k].in_shape)  # (D, S, S): the boundary the context is added at

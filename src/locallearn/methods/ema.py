@@ -9,9 +9,24 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from ..errors import ConfigError
+
+
+@dataclass
+class EmaOptions:
+    """Shared by every mechanism with EMA twins (MAN, MAN++, MLAAN)."""
+
+    ema_momentum: float = 0.995
+    """m of the EMA twins (MAN, MAN++, MLAAN): twin <- m * twin + (1 - m) * source. 1 freezes them."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ema_momentum <= 1.0:
+            raise ConfigError(f"method_options.ema_momentum must be in [0, 1], got {self.ema_momentum}")
 
 
 def reinitialised(block: nn.Module, init: Callable[[nn.Module], None] | None) -> nn.Module:

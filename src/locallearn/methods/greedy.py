@@ -1,11 +1,12 @@
 """Greedy supervised local learning (Greedy SL): each stage is trained by CE of a small classifier head.
 
-InfoPro's baseline uses the `0c1f` head (GAP + linear); `--aux-net` picks any other head config.
+InfoPro's baseline uses the `0c1f` head (GAP + linear) at every scale: it costs C x classes weights, never more
+than the stage it trains; method_options.aux_net picks any other head config.
 """
 
 from __future__ import annotations
 
-from ..aux import make_head
+from ..aux import AUTO, make_feature_head
 from .base import AuxContext, AuxLoss, Objective
 from .classifier_aux import ClassifierAux
 from .registry import OBJECTIVES
@@ -18,7 +19,6 @@ class Greedy(Objective):
 
     def build_aux(self, ctx: AuxContext) -> AuxLoss:
         o = self.options
-        head = make_head(
-            ctx.feature_shape[0], o.aux_net or self.default_head, ctx.num_classes, o.aux_feature_dim, o.aux_widen
-        )
+        name = self.default_head if o.aux_net in (None, AUTO) else o.aux_net
+        head = make_feature_head(ctx.feature_shape, name, ctx.num_classes, o.aux_feature_dim, o.aux_widen)
         return ClassifierAux(head)

@@ -7,14 +7,45 @@ decoder estimates I(h, x). lambda is interpolated linearly from the first to the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from ..aux import make_decoder, make_head
+from ..aux import DECODERS, choose_decoder, choose_head, make_feature_decoder, make_feature_head
 from ..errors import ConfigError
 from ..losses import cross_entropy, reconstruction_loss, supcon_loss
 from .base import AuxContext, AuxLoss, AuxOutput, Batch, Objective
+from .options import AuxOptions
 from .registry import OBJECTIVES
+
+
+@dataclass
+class InfoProOptions:
+    decoder: str = "auto"
+    """InfoPro reconstruction decoder: cifar (upsample to the image, two convs), imagenet (conv + 2x upsample
+    steps up to the image, the released layers for the 512/1024-channel features of ImageNet ResNets, the same
+    rule for other widths; like the imagenet head, it ignores aux_widen) or auto (per boundary: imagenet for an
+    input side >= 112 or a feature of >= 256 channels, else cifar)."""
+    ixx_1: float = 1.0
+    """InfoPro lambda_1 (reconstruction weight) of the first local module."""
+    ixy_1: float = 1.0
+    """InfoPro lambda_2 (task-loss weight) of the first local module."""
+    ixx_2: float = 1.0
+    """InfoPro lambda_1 of the last local module (K-2); modules between are interpolated linearly."""
+    ixy_2: float = 1.0
+    """InfoPro lambda_2 of the last local module."""
+    temperature: float = 0.07
+    """SupCon temperature (and base temperature) of the contrast variant."""
+    legacy_stage_ratio: bool = False
+    """Interpolate lambda as the released MAN/MAN++/MLAAN code does: by the layer index of the next block (MLAAN:
+    of the module's own last block) over the released config key minus 2, instead of by the module index."""
+
+    def __post_init__(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"method_options.decoder must be one of {', '.join(DECODERS)}, not '{self.decoder}'")
+        if self.temperature <= 0:
+            raise ConfigError(f"method_options.temperature must be > 0, got {self.temperature}")
 
 
 def infopro_lambdas(
@@ -46,7 +77,7 @@ def legacy_stage_ratio(ctx: AuxContext) -> float:
 
 
 class InfoProAux(AuxLoss):
-    """lambda_1 * BCE(decoder(h), x01) + lambda_2 * task(head(h), y); a zero-weight term is not built."""
+    """lambda_1 * BCE(sigmoid(decoder(h)), x01) + lambda_2 * task(head(h), y); a zero-weight term is not built."""
 
     def __init__(
         self,
@@ -91,6 +122,8 @@ class InfoProAux(AuxLoss):
 class InfoPro(Objective):
     name = "infopro"
     variants = ("contrast", "softmax")
+    default_head = "1c2f"
+    options_types = (AuxOptions, InfoProOptions)
 
     def __init__(self, options, variant: str | None = None) -> None:
         variant = variant or "contrast"
@@ -108,10 +141,13 @@ class InfoPro(Objective):
                 "(ixx_1/ixy_1 for the first module, ixx_2/ixy_2 for the last)"
             )
         contrast = self.variant == "contrast"
-        channels = ctx.feature_shape[0]
-        head = None
+        shape, image = ctx.feature_shape, ctx.image_shape
+        head = decoder = None
         if l_task != 0:
             out_dim = o.aux_feature_dim if contrast else ctx.num_classes  # the embedding is D at any widen
-            head = make_head(channels, o.aux_net or "1c2f", out_dim, o.aux_feature_dim, o.aux_widen)
-        decoder = make_decoder(o.decoder, channels, ctx.image_shape[1:], o.aux_widen) if l_rec != 0 else None
+            name = choose_head(o.aux_net, self.default_head, shape)
+            head = make_feature_head(shape, name, out_dim, o.aux_feature_dim, o.aux_widen)
+        if l_rec != 0:
+            kind = choose_decoder(o.decoder, shape, image)
+            decoder = make_feature_decoder(kind, shape, image[1:], o.aux_widen)
         return InfoProAux(head, decoder, (l_rec, l_task), contrast, o.temperature)

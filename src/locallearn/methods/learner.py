@@ -6,8 +6,10 @@ engines drive. It knows nothing about devices, ranks or optimizers.
 
 from __future__ import annotations
 
+import copy
+
 import torch
-from torch import nn
+from torch import fx, nn
 
 from ..losses import cross_entropy
 from ..split import SplitNet
@@ -192,6 +194,33 @@ class LocalLearner(nn.Module):
         for k in range(self.num_stages):
             _, carry = self._advance(k, carry, batch)
         return carry["h"]
+
+    def export(self) -> nn.Module:
+        """The inference network alone, in eval mode, as a copy: no aux nets, EMA twins or cascades.
+
+        Without context nodes it is the backbone as it was given (your model's class, an nn.Sequential, or a
+        registered backbone) holding the trained weights: its state_dict loads into a fresh instance. With
+        ContSup's context nodes it is a torch.fx.GraphModule that runs the stages and the nodes.
+        """
+        if not self.inference_modules:
+            return self.net.export_source().eval()
+        return copy.deepcopy(self._inference_graph()).eval()
+
+    def _inference_graph(self) -> fx.GraphModule:
+        """`forward` recorded by torch.fx with every stage and context node as one call, unused work dropped."""
+        calls = {id(m) for m in [*self.net.stages, *self.inference_modules]}
+
+        class Tracer(fx.Tracer):
+            def is_leaf_module(self, module: nn.Module, qualname: str) -> bool:
+                return id(module) in calls or super().is_leaf_module(module, qualname)
+
+        module = fx.GraphModule(self, Tracer().trace(self))
+        module.graph.eliminate_dead_code()  # the batch's labels and [0, 1] image, which inference does not use
+        read = {node.target for node in module.graph.nodes if node.op == "get_attr"}
+        for name in [b for b in module._buffers if b not in read]:  # the normalisation those needed
+            delattr(module, name)
+        module.recompile()
+        return module
 
     def inference_parameters(self) -> int:
         """Parameters of the deployed network: backbone plus any module a mechanism keeps at inference."""

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -49,11 +49,51 @@ from ..errors import ConfigError
 from ..losses import cross_entropy
 from ..split import SplitNet, split_tables
 from .base import AuxLoss, AuxOutput, Batch, Carry, Mechanism, StageResult
-from .ema import ema_update, frozen_copy, reinitialised
+from .ema import EmaOptions, ema_update, frozen_copy, reinitialised
 from .learner import LocalLearner
 from .registry import MECHANISMS
 
 Coord = tuple[int, int]
+
+
+@dataclass
+class MlaanOptions:
+    mlaan_window: int = 2
+    """W of MLAAN's cascade: stage k's cascaded loss re-runs stages k-W+1..k, so its gradient reaches them all.
+    2 = the released CIFAR code, 3 = the released ImageNet code (and the released InfoPro/DGL + MLAAN nets)."""
+    mlaan_wx: float = 0.001
+    """MLAAN weight of the independent stream: the objective's aux net on stage k's own output."""
+    mlaan_wy: float = 0.999
+    """MLAAN weight of the cascaded stream: the cascade's output through the leap chain and its aux net."""
+    mlaan_final_both: bool = False
+    """Last stage: w_x * CE(own output) + w_y * CE(cascade), as the released ImageNet code does, instead of
+    CE(cascade) alone (the released CIFAR code)."""
+    legacy_mlaan_no_early_loss: bool = False
+    """Give the first W-1 stages no loss of their own, as the released code does (they then learn only through
+    later stages' cascades and their aux nets stay untrained); otherwise they train their independent stream."""
+    legacy_mlaan_ema_last_only: bool = False
+    """EMA-update only the last leap chain's twin, as the released CIFAR code does; the others stay frozen."""
+    mlaan_fresh_chains: bool = False
+    """Start the leap blocks and their twins as fresh draws of the backbone's init rule (the released ImageNet
+    code) instead of copies of the real blocks (the released CIFAR code)."""
+    legacy_mlaan_last_twin_twice: bool = False
+    """EMA-update the last leap chain's twin a second time after the last stage's backward, as the released
+    ImageNet code does."""
+    legacy_mlaan_bn_updates: bool = False
+    """Let every recomputation of a cascade update the BN running statistics of the blocks it re-runs (the stem
+    excepted), as the released code does: 2-3 updates per block and step instead of one."""
+
+    def __post_init__(self) -> None:
+        window = self.mlaan_window  # built from Python, not through a config's type conversion, it may be anything
+        if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+            raise ConfigError(
+                f"method_options.mlaan_window must be an integer >= 2 (2: CIFAR code, 3: ImageNet code), "
+                f"got {self.mlaan_window}"
+            )
+        if self.mlaan_wx < 0 or self.mlaan_wy < 0:
+            raise ConfigError(
+                f"method_options.mlaan_wx and mlaan_wy must be >= 0, got {self.mlaan_wx}, {self.mlaan_wy}"
+            )
 
 
 # ----------------------------------------------------------------------------------------------- leap lists
@@ -164,19 +204,13 @@ class MLAAN(Mechanism):
     name = "mlaan"
     incompatible = ("man", "man++", "contsup")
     legacy_ratio_by_own_block = True  # the released MLAAN + InfoPro/DGL nets interpolate lambda by the own block
+    options_types = (EmaOptions, MlaanOptions)
 
     def __init__(self, options, arg: str | None = None) -> None:
         super().__init__(options, arg)
         if arg is not None:
             raise ConfigError(f"'mlaan' takes no argument (got 'mlaan:{arg}'); set method_options.mlaan_window")
-        window = options.mlaan_window
-        if isinstance(window, bool) or not isinstance(window, int) or window < 2:
-            raise ConfigError(f"mlaan_window must be an integer >= 2 (2: CIFAR code, 3: ImageNet code), got {window}")
-        if not 0.0 <= options.ema_momentum <= 1.0:
-            raise ConfigError(f"ema_momentum must be in [0, 1], got {options.ema_momentum}")
-        if options.mlaan_wx < 0 or options.mlaan_wy < 0:
-            raise ConfigError(f"mlaan_wx and mlaan_wy must be >= 0, got {options.mlaan_wx}, {options.mlaan_wy}")
-        self.window = window
+        self.window = options.mlaan_window
         self.sources: dict[int, nn.Module] = {}  # stage k -> the real block its twin follows
         self.ema_stages: set[int] = set()
 

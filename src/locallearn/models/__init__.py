@@ -10,6 +10,7 @@ from torch import nn
 from ..errors import ConfigError
 from . import cifar_resnet  # noqa: F401  (registers resnet8/32/110)
 from . import imagenet_resnet as imagenet_resnet  # noqa: F401  (registers resnet18..152, resnext101_32x8d)
+from . import vit as vit  # noqa: F401  (registers vit-tiny/small/base, vit-cifar)
 from .base import Backbone, ClassifierHead
 from .registry import MODELS
 
@@ -45,20 +46,22 @@ def _user_factory(spec: str):
 
 
 def as_backbone(model: nn.Module) -> Backbone:
-    """Wrap a user's model as a chain of units: a Backbone as is, an nn.Sequential by its children."""
+    """Wrap a user's model as a chain of units: a Backbone as is, an nn.Sequential by its children, a module
+    exposing `units` by those, any other module by tracing its forward with torch.fx (`trace.py`)."""
     if isinstance(model, Backbone):
         return model
     if hasattr(model, "units") and isinstance(model.units, nn.ModuleList):
-        names = getattr(model, "unit_names", [str(i) for i in range(len(model.units))])
+        n = len(model.units)
+        names = getattr(model, "unit_names", [str(i) for i in range(n)])
         coords = getattr(model, "coords", None)
-        return Backbone(list(model.units), names, coords)
+        prefixes = [f"units.{i}." for i in range(n)]
+        return Backbone(list(model.units), names, coords, source=model, unit_prefixes=prefixes)
     if isinstance(model, nn.Sequential):
         names = [name for name, _ in model.named_children()]
-        return Backbone(list(model.children()), names)
-    raise ConfigError(
-        f"{type(model).__name__} is neither an nn.Sequential nor exposes `units` (an nn.ModuleList); "
-        "return one of those from your --arch callable"
-    )
+        return Backbone(list(model.children()), names, source=model, unit_prefixes=[f"{n}." for n in names])
+    from .trace import trace_backbone  # torch.fx is imported only for the models that need it
+
+    return trace_backbone(model)
 
 
 def build_backbone(arch: str, num_classes: int, *, zero_init_residual: bool = False) -> Backbone:

@@ -12,19 +12,30 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 
 class Backbone(nn.Module):
-    """A chain of units. Subclasses fill `units`, `unit_names` and `coords` in their constructor."""
+    """A chain of units. Subclasses fill `units`, `unit_names` and `coords` in their constructor.
+
+    `source` is the model as its author wrote it (this backbone itself for a registered one), sharing the units'
+    modules; `unit_prefixes[i]` turns a key of `units[i].state_dict()` into the same tensor's key in
+    `source.state_dict()`, so that trained weights go back into the author's class.
+    """
 
     units: nn.ModuleList
     unit_names: list[str]
     coords: list[tuple[int, int] | None]
+    image_size: int = 32  # the input side the backbone is designed for: what `create_learner` measures it at
 
     def __init__(
         self,
         units: Sequence[nn.Module],
         names: Sequence[str],
         coords: Sequence[tuple[int, int] | None] | None = None,
+        *,
+        source: nn.Module | None = None,
+        unit_prefixes: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         if len(units) != len(names):
@@ -32,6 +43,23 @@ class Backbone(nn.Module):
         self.units = nn.ModuleList(units)
         self.unit_names = list(names)
         self.coords = list(coords) if coords is not None else [None] * len(units)
+        if source is not None:  # kept out of the module tree, where it would list every weight twice
+            self.__dict__["_source"] = source
+        self.unit_prefixes = (
+            list(unit_prefixes) if unit_prefixes is not None else [f"units.{i}." for i in range(len(units))]
+        )
+
+    @property
+    def source(self) -> nn.Module:
+        # Not stored when it is the backbone itself: a module referring to itself is freed only by the garbage
+        # collector, at a moment the allocation profiler then sees as a stray free.
+        return self.__dict__.get("_source", self)
+
+    def unit_starting_at(self, name: str) -> int:
+        """The index of the unit named `name`: a stage may begin there (a cut given by name)."""
+        if name in self.unit_names:
+            return self.unit_names.index(name)
+        raise ConfigError(f"no unit named '{name}'; stages can begin at {', '.join(self.unit_names[1:-1])}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for unit in self.units:

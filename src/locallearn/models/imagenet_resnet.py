@@ -130,6 +130,8 @@ def init_imagenet_resnet(model: nn.Module, zero_init_residual: bool = False) -> 
 class ImageNetResNet(Backbone):
     """Units: stem (0,0), block b of layer s as (s, b) for s = 1..4, then the GAP+FC head (None)."""
 
+    image_size = 224
+
     def __init__(
         self,
         block: type[BasicBlock] | type[Bottleneck],

@@ -12,6 +12,7 @@ from ..engine.trainer import resolve_device
 from ..errors import ConfigError
 from ..profile.probe import InputSpec, input_spec
 from ..profile.tables import format_bytes
+from ..split import split_request
 from .budget import available_bytes, resolve_budget
 from .predict import MemoryPredictor
 from .search import smallest_k
@@ -59,7 +60,7 @@ def fit_to_budget(cfg: RunConfig, budget: str) -> RunConfig:
         f"{format_bytes(choice.prediction.peak_bytes)}",
         file=sys.stderr,
     )
-    return dataclasses.replace(cfg, K=choice.K, split=choice.split)
+    return dataclasses.replace(cfg, K=choice.K, split=choice.split, cuts=None)
 
 
 def preflight(cfg: RunConfig) -> None:
@@ -67,7 +68,7 @@ def preflight(cfg: RunConfig) -> None:
     device = resolve_device(cfg.device)
     free = available_bytes(device)
     predictor = MemoryPredictor(cfg, run_spec(cfg))
-    peak = predictor.predict(cfg.K, cfg.split, cfg.batch_size).peak_bytes
+    peak = predictor.predict(cfg.K, split_request(cfg.split, cfg.cuts), cfg.batch_size).peak_bytes
     if peak <= free:
         return
     budget = _budget_flag(free)

@@ -30,12 +30,12 @@ import torch
 from torch import nn
 
 from ..config import RunConfig
-from ..engine.local import autocast_context
+from ..engine.step import autocast_context
 from ..engine.trainer import resolve_amp, resolve_device
 from ..measure.flops import FlopCounter
 from ..measure.saved import SavedTensorMeter, storage_key, storage_sizes
 from ..measure.units import UnitCost, measure_units
-from ..methods import LocalLearner, MethodOptions, build_learner, needs_stem_module
+from ..methods import LocalLearner, MethodOptions, build_learner
 from ..models import build_backbone
 from ..profile.compare import measure
 from ..profile.probe import InputSpec
@@ -244,7 +244,7 @@ class MemoryPredictor:
         self.backbone = build_backbone(cfg.arch, spec.num_classes).to(self.device)
         self.costs: list[UnitCost] = measure_units(self.backbone.units, spec.image_shape)  # as train's split sees
         self.units: list[UnitMemory] = measure_unit_memory(self.backbone.units, spec.image_shape, self.device, self.amp)
-        self.stem_module = needs_stem_module(cfg.method, cfg.method_options)
+        self.stem_module = cfg.spec.stem_module(cfg.method_options)
         # The stages' extras need shapes, not values: on a CPU target they are run on the meta device, which
         # allocates and computes nothing (an InfoPro decoder at 224 x 224 would take gigabytes even at batch 4).
         # A CUDA target keeps its own device, where autocast gives the extras the run's dtypes.
@@ -366,7 +366,9 @@ class MemoryPredictor:
         activations are already freed and gradients dominate: the ratio is then negative, and counted as 0.
         """
         b = FIT_BATCHES[-1]
-        cfg = dataclasses.replace(self.cfg, K=len(model.cuts) + 1, split=split_text(model.cuts), batch_size=b)
+        cfg = dataclasses.replace(
+            self.cfg, K=len(model.cuts) + 1, split=split_text(model.cuts), cuts=None, batch_size=b
+        )
         step = measure(dataclasses.replace(cfg, compile=False), self.spec)
         ratios = []
         for k, points in enumerate(model.points):

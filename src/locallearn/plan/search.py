@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from ..methods import parse_method
 from .predict import MemoryPredictor, StepModel, StepPrediction, split_text
 
 BALANCED = "even-memory"  # the exact dynamic program over the bytes each unit holds for backward
@@ -62,7 +61,7 @@ class Plan:
 
 
 def _candidate_ks(predictor: MemoryPredictor, max_k: int) -> list[int]:
-    if parse_method(predictor.cfg.method)[0] == "e2e":  # one module by definition
+    if predictor.cfg.spec.is_e2e:  # one module by definition
         return [1]
     return list(range(1, min(max_k, predictor.num_units - 1) + 1))
 

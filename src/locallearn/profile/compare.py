@@ -12,6 +12,7 @@ from ..config import RunConfig
 from ..engine.traced import TracingEngine
 from ..engine.trainer import resolve_device
 from ..methods import MethodOptions
+from .aux_warning import aux_warning
 from .probe import InputSpec, build_engine, synthetic_batch
 from .step import StepProfile, profile_step
 
@@ -25,7 +26,7 @@ def e2e_config(cfg: RunConfig) -> RunConfig:
 
 def is_reference(cfg: RunConfig) -> bool:
     """Whether `cfg` is its own E2E reference (plain E2E, no activation checkpointing)."""
-    return cfg.method == "e2e" and cfg.activation_checkpoint == "none"
+    return cfg.spec.is_e2e and cfg.activation_checkpoint == "none"
 
 
 def measure(cfg: RunConfig, spec: InputSpec, warmup: int = 1) -> StepProfile:
@@ -33,7 +34,7 @@ def measure(cfg: RunConfig, spec: InputSpec, warmup: int = 1) -> StepProfile:
     device = resolve_device(cfg.device)
     engine = build_engine(dataclasses.replace(cfg, compile=False), spec, device, TracingEngine)
     x, y = synthetic_batch(cfg, spec, device)
-    profile = profile_step(engine, x, y, method=cfg.method, warmup=warmup)
+    profile = profile_step(engine, x, y, method=cfg.method, K=cfg.K, warmup=warmup)
     # Free this model before the next one is built, so CUDA peaks never include another run's tensors.
     del engine, x, y
     if device.type == "cuda":
@@ -42,14 +43,17 @@ def measure(cfg: RunConfig, spec: InputSpec, warmup: int = 1) -> StepProfile:
 
 
 def comparison_row(cfg: RunConfig, profile: StepProfile, e2e: StepProfile) -> dict[str, Any]:
-    """One method's profile with its E2E reference, ratio (peak / E2E peak) and theoretical FLOPs overhead."""
+    """One method's profile with its E2E reference, ratio (peak / E2E peak), theoretical FLOPs overhead, and the
+    warning when an aux net costs more than its stage."""
+    stats = profile.to_dict()
     return {
         "method": cfg.method,
         "arch": cfg.arch,
         "dataset": cfg.dataset,
         "split": cfg.split if profile.K > 1 else None,
         "activation_checkpoint": cfg.activation_checkpoint,
-        **profile.to_dict(),
+        **stats,
+        "aux_warning": aux_warning(stats["stages"]),
         "e2e_peak_bytes": e2e.peak_bytes,
         "e2e_held_bytes": e2e.held_bytes,
         "e2e_static_bytes": e2e.static_bytes,

@@ -62,7 +62,7 @@ def measure_here(cfg_dict: dict[str, Any], image_size: int | None, warmup: int, 
     import torch
 
     from ..config import config_from_dict
-    from ..engine.host_memory import return_freed_memory
+    from ..engine.host_memory import prepare_host_memory
     from ..engine.trainer import resolve_device
     from .probe import build_engine, input_spec, synthetic_batch
 
@@ -71,8 +71,8 @@ def measure_here(cfg_dict: dict[str, Any], image_size: int | None, warmup: int, 
         torch.set_num_threads(cfg.threads)
     spec = input_spec(cfg.dataset, image_size)
     device = resolve_device(cfg.device)
-    if cfg.return_freed_memory:
-        return_freed_memory()
+    if device.type == "cpu":
+        prepare_host_memory(cfg.return_freed_memory)
     engine = build_engine(cfg, spec, device)
     x, y = synthetic_batch(cfg, spec, device)
     built = resident_bytes()

@@ -48,7 +48,7 @@ class StageProfile:
 @dataclass
 class StepProfile:
     method: str
-    K: int
+    K: int  # asked for; len(stages) is what is trained (MAN++: K + 1)
     cuts: list[int]
     batch_size: int
     image_shape: tuple[int, ...]
@@ -113,7 +113,7 @@ def _stage_profile(engine: TracingEngine, k: int, trace: StageTrace, before: int
 
 
 def profile_step(
-    engine: TracingEngine, x: torch.Tensor, y: torch.Tensor, *, method: str, warmup: int = 1
+    engine: TracingEngine, x: torch.Tensor, y: torch.Tensor, *, method: str, K: int | None = None, warmup: int = 1
 ) -> StepProfile:
     """Run `warmup` steps (optimizer state allocated, caches warm), then trace one step on (x, y)."""
     for _ in range(warmup):
@@ -129,7 +129,7 @@ def profile_step(
     peak_stage = max(range(len(stages)), key=lambda k: stages[k].peak_bytes)
     return StepProfile(
         method=method,
-        K=learner.num_stages,
+        K=learner.num_stages if K is None else K,  # a learner built without a config: its stages
         cuts=list(learner.net.cuts),
         batch_size=x.shape[0],
         image_shape=tuple(x.shape[1:]),

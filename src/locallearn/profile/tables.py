@@ -111,6 +111,8 @@ def profile_report(rows: Sequence[dict[str, Any]]) -> str:
             "",
             summary_table(group),
         ]
+        warnings = [f"{method_label(r)}, K={r['K']}: {r['aux_warning']}" for r in group if r.get("aux_warning")]
+        parts += ["", *warnings] if warnings else []
         if "rss_growth_bytes" in group[0]:
             parts += ["", rss_table(group)]
         for r in group:

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import PipelineOptions
-from ..dist.topology import Topology
-from ..dist.wire import Kind, Layout, TensorSpec, state_specs
-from ..errors import ConfigError
-from ..methods import Batch, LocalLearner
-from .local import autocast_context
+from ...config import PipelineOptions
+from ...errors import ConfigError
+from ...methods import Batch, LocalLearner
+from ..step import autocast_context
+from .topology import Topology
+from .wire import Kind, Layout, TensorSpec, state_specs
 
 
 def _unique(tensors: Iterable[torch.Tensor]) -> list[torch.Tensor]:

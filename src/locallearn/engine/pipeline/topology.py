@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ConfigError
-from ..split import balanced_cuts
+from ...errors import ConfigError
+from ...split import balanced_cuts
 
 
 @dataclass(frozen=True)

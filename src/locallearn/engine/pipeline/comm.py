@@ -21,7 +21,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from ..errors import TrainingError
+from ...errors import TrainingError
 
 
 class LinkError(TrainingError):

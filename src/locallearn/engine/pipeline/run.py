@@ -1,39 +1,39 @@
-"""`--engine pipeline`: each torchrun rank trains one group of stages, optionally with data-parallel replicas.
+"""Training under torchrun: the stages spread over pipeline positions, each position over data-parallel replicas.
 
+    torchrun --nproc-per-node 2 -m locallearn train --config ...                    # 2 replicas, every stage
     torchrun --nproc-per-node 2 -m locallearn train --engine pipeline --config ... [--set pipeline.replicas=2]
 
-Rank 0 of each replica reads the data; every rank builds the same learner from the same seed and trains only
-its own stages. The Trainer drives epochs, evaluation (through the pipeline, counts summed over all ranks),
-metrics and the summary, written by rank 0 alone. Checkpoints are per stage: at the end of each epoch (and
-every `checkpoint_every` steps) each stage's owner writes its modules and optimizer to
-`stages/epoch_<e>[_step_<s>]/stage_<k>.pt` (atomically, in parallel, nothing gathered), and once every file
-is durable rank 0 commits the checkpoint by replacing `last.pt`, a small record naming the files and their
-checksums. A crash at any moment thus keeps the last committed step whole; `--resume` restarts every rank
+The layout comes from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK): without `--engine pipeline` every
+process is a data-parallel replica holding every stage (one position); with it the world is `positions x
+pipeline.replicas`. Every rank builds the same learner from the same seed and trains only its own stages with
+the one engine of `engine/step.py`; its transport (`transport.py`) moves carries between positions and
+averages gradients between replicas. Rank 0 alone writes the run directory's files. Checkpoints are per stage:
+at the end of each epoch (and every `checkpoint_every` steps) each stage's owner writes its modules and
+optimizer to `stages/epoch_<e>[_step_<s>]/stage_<k>.pt` (atomically, in parallel, nothing gathered), and once
+every file is durable rank 0 commits the checkpoint by replacing `last.pt`, a small record naming the files and
+their checksums. A crash at any moment thus keeps the last committed step whole; `--resume` restarts every rank
 from it (each reads the stages it owns now, so the rank count may change on a shared filesystem), and
-`locallearn eval` or the local engine read it like their own.
+`locallearn eval` or a single process read it like their own.
 """
 
 from __future__ import annotations
 
-import itertools
+import contextlib
+import dataclasses
 import math
 import os
-import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from ..config import PipelineOptions, RunConfig
-from ..dist.comm import peer_failure
-from ..dist.groups import Launch, launch, make_groups
-from ..dist.monitor import Monitor
-from ..dist.topology import make_topology, positions_of
-from ..errors import ConfigError, TrainingError
-from ..methods import LocalLearner
-from .checkpoint import (
+from ...config import PipelineOptions, RunConfig
+from ...errors import ConfigError, TrainingError
+from ...methods import LocalLearner
+from ..checkpoint import (
     commit_record,
     load_checkpoint,
     load_stage,
@@ -43,43 +43,64 @@ from .checkpoint import (
     stage_file,
     stage_folder,
 )
-from .pipeline_engine import PipelineEngine
-from .pipeline_plan import PipelinePlan, trace_stages
-from .run_dir import prepare_run_dir
-from .trainer import EpochStart, Trainer, _check_finite, build_run, refuse_non_finite, use_channels_last
+from ..stats import StepStats
+from ..step import Engine
+from ..trainer import EpochStart, Trainer, build_run, refuse_non_finite, use_channels_last
+from .comm import peer_failure
+from .groups import Launch, launch, make_groups, under_torchrun
+from .monitor import Monitor
+from .plan import PipelinePlan, trace_stages
+from .topology import make_topology, positions_of
+from .transport import PipelineTransport
 
 ANOTHER_RANK = "another rank"
 
 
-def run_pipeline(
-    cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bool = True, stop_after: int | None = None
-) -> dict[str, Any] | None:
-    """Train `cfg` with this process as one rank of the pipeline; the summary on rank 0, None elsewhere."""
+@dataclass(frozen=True)
+class World:
+    """This process's place among the torchrun ranks, and the monitor that stops them all when one fails."""
+
+    launch: Launch
+    monitor: Monitor
+    options: PipelineOptions  # replicas: the data-parallel replicas of every position
+    control: dist.ProcessGroup  # gloo over every rank, for the last barrier
+
+
+def layout_options(cfg: RunConfig, world: int) -> PipelineOptions:
+    """The pipeline settings of this launch: without `--engine pipeline` every rank is a replica of every stage."""
+    return cfg.pipeline if cfg.engine == "pipeline" else dataclasses.replace(cfg.pipeline, replicas=world)
+
+
+@contextlib.contextmanager
+def launched(cfg: RunConfig) -> Iterator[World | None]:
+    """torch.distributed and the failure monitor for the body, under torchrun (None in a single process).
+
+    Any rank's error stops every rank, each saying which rank failed first and why; on success every rank
+    waits for the others before the process group (and perhaps the rendezvous store) goes away.
+    """
+    if cfg.engine != "pipeline" and not under_torchrun():
+        yield None
+        return
     me = launch(cfg.pipeline, cfg.device)
     store = dist.PrefixStore(
         f"locallearn/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/", dist.distributed_c10d._get_default_store()
     )
     monitor = Monitor(store, me.rank, me.world, timeout=cfg.pipeline.heartbeat_timeout)
+    world = World(me, monitor, layout_options(cfg, me.world), dist.new_group(backend="gloo"))
     monitor.start()
     try:
-        if me.rank == 0:
-            prepare_run_dir(Path(out), resume=resume)
-        trainer = PipelineTrainer(cfg, out, launch=me, monitor=monitor, progress=progress)
-        if resume:
-            trainer.resume()
-        summary = trainer.fit(stop_after=stop_after)
+        yield world
     except BaseException as e:
         mine = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         first = monitor.report(mine)
         if first.endswith(mine) or isinstance(e, KeyboardInterrupt):
             monitor.linger()  # let the others read the root cause before this process (maybe the store) goes
-            raise  # this rank is the root cause: its own error, as the local engine would show it
-        raise TrainingError(f"the pipeline stopped because {first} (on rank {me.rank}: {mine})") from e
+            raise  # this rank is the root cause: its own error, as a single process would show it
+        raise TrainingError(f"training stopped because {first} (on rank {me.rank}: {mine})") from e
     monitor.stop()
     with peer_failure(ANOTHER_RANK):
-        dist.barrier(group=trainer.groups.control)  # nobody leaves, taking the store with it, while others finish
+        dist.barrier(group=world.control)  # nobody leaves, taking the store with it, while others finish
     dist.destroy_process_group()
-    return summary
 
 
 def stage_state_dict(learner: LocalLearner, stages: Iterable[int]) -> dict[str, torch.Tensor]:
@@ -110,56 +131,54 @@ def build_pipeline_engine(
     channels_last: bool = False,
     amp: str = "none",
     scaler: torch.amp.GradScaler | None = None,
-) -> PipelineEngine:
+) -> Engine:
     """This rank's engine: its stage group (FLOP-balanced over the positions), process groups and traffic plan.
 
     A collective: every rank calls it, in the same order, with the same learner and options.
     """
     if batch_size < options.replicas:
-        raise ConfigError(f"batch_size {batch_size} is smaller than pipeline.replicas={options.replicas}")
+        raise ConfigError(f"batch_size {batch_size} is smaller than the {options.replicas} data-parallel replicas")
     flops = [record.flops for record in learner.net.records]
     topo = make_topology(launch.rank, launch.world, options.replicas, flops)
     plan = PipelinePlan(learner, topo, trace_stages(learner, launch.device, amp))
     plan.check(options)
     share = topo.replicas
-    return PipelineEngine(
+    transport = PipelineTransport(
         learner,
-        optimizers,
         plan=plan,
         groups=make_groups(topo),
         launch=launch,
         options=options,
         capacity=(math.ceil(batch_size / share), math.ceil(eval_batch_size / share)),
         channels_last=channels_last,
-        amp=amp,
-        scaler=scaler,
     )
+    return Engine(learner, optimizers, amp=amp, scaler=scaler, transport=transport)
 
 
-class PipelineTrainer(Trainer):
-    engine: PipelineEngine
+class DistributedTrainer(Trainer):
+    """The Trainer on one torchrun rank: its epoch loop and evaluation, with per-stage checkpoints that every
+    owner writes and rank 0 commits, progress gathered through the monitor, and busy/idle times per rank."""
 
-    def __init__(
-        self, cfg: RunConfig, out_dir: str | Path, *, launch: Launch, monitor: Monitor, progress: bool = True
-    ) -> None:
-        self.launch, self.monitor = launch, monitor
-        # Every rank builds the whole learner from the same seed (so each stage starts as under the local
-        # engine); the data loaders of replica r deliver only its share of each global batch, so a replica
-        # decodes no image that another one trains on.
-        replicas = cfg.pipeline.replicas
-        share = (launch.rank // positions_of(launch.world, replicas), replicas)  # Topology's replica numbering
-        run = build_run(cfg, launch.device, distributed=False, share=share)
-        self.times = torch.zeros(launch.world, 2, dtype=torch.float64)  # busy and idle seconds of every rank
+    def __init__(self, cfg: RunConfig, out_dir: str | Path, *, world: World, progress: bool = True) -> None:
+        self.world = world
+        me, replicas = world.launch, world.options.replicas
+        # Every rank builds the whole learner from the same seed (so each stage starts as in one process); the
+        # data loaders of replica r deliver only its share of each global batch, so a replica decodes no image
+        # that another one trains on.
+        share = (me.rank // positions_of(me.world, replicas), replicas)  # Topology's replica numbering
+        run = build_run(cfg, me.device, share=share)
+        self.times = torch.zeros(me.world, 2, dtype=torch.float64)  # busy and idle seconds of every rank
         super().__init__(cfg, out_dir, progress=progress, run=run)
-        self.topo, self.groups = self.engine.topo, self.engine.groups
+        self.transport: PipelineTransport = self.engine.transport
+        self.topo, self.groups = self.transport.topo, self.transport.groups
 
-    def make_engine(self, amp: str, scaler: torch.amp.GradScaler | None) -> PipelineEngine:
+    def make_engine(self, amp: str, scaler: torch.amp.GradScaler | None) -> Engine:
         cfg, run = self.cfg, self.run
         return build_pipeline_engine(
             run.learner,
             run.optimizers,
-            launch=self.launch,
-            options=cfg.pipeline,
+            launch=self.world.launch,
+            options=self.world.options,
             batch_size=cfg.batch_size,
             eval_batch_size=cfg.eval_batch_size,
             channels_last=use_channels_last(cfg, run.device),
@@ -167,73 +186,31 @@ class PipelineTrainer(Trainer):
             scaler=scaler,
         )
 
-    @property
-    def is_main(self) -> bool:
-        return self.launch.rank == 0
-
-    def _batches(self, loader: Any, count: int | None) -> Any:
-        """The loader's batches at position 0; placeholders elsewhere (their carries come from the previous rank)."""
-        if self.topo.position == 0:
-            return loader
-        return itertools.repeat((None, None)) if count is None else itertools.repeat((None, None), count)
-
-    # ----------------------------------------------------------------------------------------- epochs
-    def train_epoch(self, epoch: int, at: EpochStart) -> dict[str, Any]:
-        cfg, engine = self.cfg, self.engine
-        lr = self.begin_epoch(epoch, at.step)
-        steps = len(self.run.train_loader)
-        engine.begin_epoch(steps - at.step, carried=at.stats)
-        start = time.perf_counter() - at.seconds
-        count = None if engine.asynchronous else steps - at.step
-        bar = self.progress_bar(self._batches(self.run.train_loader, count), epoch, at.step)
-        for step, (x, y) in enumerate(bar, start=at.step + 1):
-            if not engine.train_step(x, y):
-                break
-            if step % cfg.log_every == 0 or step == steps:
-                self._progress(epoch, step, bar)
-            self.checkpoint_within(epoch, step, steps, start)
-        total, times = engine.end_epoch()
-        if self.run.device.type == "cuda":
-            torch.cuda.synchronize(self.run.device)
-        seconds = time.perf_counter() - start
-        mine = torch.zeros_like(self.times)
-        mine[self.launch.rank] = torch.tensor(times, dtype=torch.float64)
-        with peer_failure(ANOTHER_RANK):
-            dist.all_reduce(mine, group=self.groups.control)
-        self.times += mine
-        record = self.epoch_record(epoch, lr, total, seconds)
-        record["stage_busy"] = self._busy_fractions(mine)
-        return record
-
-    def _progress(self, epoch: int, step: int, bar: Any) -> None:
-        """Check this rank's losses, publish them, and (rank 0) show every stage's loss and busy fraction."""
-        engine = self.engine
-        running = engine.stats.loss / max(engine.stats.steps, 1)
-        _check_finite(running, epoch, step, self.checkpoint_path)
-        busy, idle = engine.clock.peek()
+    def show_progress(self, bar: Any, step: int, running: torch.Tensor) -> None:
+        """Publish this rank's losses; rank 0 shows every stage's loss and every position's busy fraction."""
+        busy, idle = self.transport.clock.peek()
         own = {str(k): running[k].item() for k in self.topo.stages}
-        self.monitor.publish(step=step, loss=own, busy=busy / max(busy + idle, 1e-9))
+        self.world.monitor.publish(step=step, loss=own, busy=busy / max(busy + idle, 1e-9))
         if self.is_main:
-            peers = self.monitor.peers()
+            peers = self.world.monitor.peers()
             heads = [peers.get(self.topo.rank_of(p, 0), {}) for p in range(self.topo.positions)]
             losses = [f"{v:.3f}" for h in heads for v in h.get("loss", {}).values()]
             busy_text = " ".join(f"{h['busy']:.0%}" if "busy" in h else "-" for h in heads)
             bar.set_postfix_str(f"{' '.join(losses)} | busy {busy_text}", refresh=False)
 
+    def epoch_record(self, epoch: int, lr: float, total: StepStats, seconds: float) -> dict[str, Any]:
+        """The Trainer's row, plus each position's busy fraction over the epoch."""
+        mine = torch.zeros_like(self.times)
+        mine[self.world.launch.rank] = torch.tensor(self.transport.times, dtype=torch.float64)
+        with peer_failure(ANOTHER_RANK):
+            dist.all_reduce(mine, group=self.groups.control)
+        self.times += mine
+        return {**super().epoch_record(epoch, lr, total, seconds), "stage_busy": self._busy_fractions(mine)}
+
     def _busy_fractions(self, times: torch.Tensor) -> list[float]:
         """Busy fraction of each position (mean over its replicas)."""
         fractions = times[:, 0] / times.sum(1).clamp(min=1e-9)
         return [round(fractions[self.topo.replica_ranks(p)].mean().item(), 4) for p in range(self.topo.positions)]
-
-    def evaluate(self) -> tuple[float, list[float | None], float]:
-        engine, loader = self.engine, self.run.test_loader
-        self.run.learner.eval()
-        engine.begin_eval(len(loader))
-        for x, y in self._batches(loader, len(loader)):
-            engine.eval_step(x, y)
-        result = engine.end_eval()
-        self.run.learner.train()
-        return result
 
     # ----------------------------------------------------------------------------------------- checkpoints
     def save(self, epoch: int, step: int = 0, seconds: float = 0.0) -> None:
@@ -255,7 +232,7 @@ class PipelineTrainer(Trainer):
             for k, (tensors, optimizer) in states.items():
                 digests[k] = save_stage(self.out, stage_file(epoch, k, step), k, tensors, optimizer)
         stats = self.engine.epoch_stats() if step else None  # a collective too: every rank's share
-        parts: list[Any] | None = [None] * self.launch.world if self.is_main else None
+        parts: list[Any] | None = [None] * self.world.launch.world if self.is_main else None
         with peer_failure(ANOTHER_RANK):
             dist.gather_object(digests, parts, dst=0, group=self.groups.control)  # every stage file is durable
         if self.is_main:
@@ -291,14 +268,13 @@ class PipelineTrainer(Trainer):
                 state["learner"].update(tensors)
                 state["optimizers"][k] = optimizer
         self.restore(state)
-        self.engine.start_at(self.start_epoch * len(self.run.train_loader) + self.resume_point.step)
 
     # ----------------------------------------------------------------------------------------- summary
     def pipeline_stats(self) -> dict[str, Any]:
         topo, busy, idle = self.topo, self.times[:, 0], self.times[:, 1]
         return {
-            "world_size": self.launch.world,
-            "backend": self.launch.backend,
+            "world_size": self.world.launch.world,
+            "backend": self.world.launch.backend,
             "mode": self.cfg.pipeline.mode,
             "depth": self.cfg.pipeline.depth,
             "replicas": topo.replicas,
@@ -309,5 +285,5 @@ class PipelineTrainer(Trainer):
         }
 
     def summary(self, held: list[int], flops: int) -> dict[str, Any]:
-        """The local engine's summary, plus `engine` and the `pipeline` layout and busy/idle times."""
-        return {**super().summary(held, flops), "engine": "pipeline", "pipeline": self.pipeline_stats()}
+        """The single process's summary, plus `engine` and the `pipeline` layout and busy/idle times."""
+        return {**super().summary(held, flops), "engine": self.cfg.engine, "pipeline": self.pipeline_stats()}

@@ -112,7 +112,7 @@ class Monitor:
                 if not self._reported.is_set() and self.store.check([ERROR_KEY]):
                     first = self.store.get(ERROR_KEY).decode()
                     self._acknowledge()
-                    _die(f"the pipeline stopped because {first}")
+                    _die(f"training stopped because {first}")
                 self._watch_peers()
             except Exception as e:  # the rendezvous store is unreachable: its host (rank 0 or torchrun) is gone
                 if not self._stop.is_set() and not self._reported.is_set():

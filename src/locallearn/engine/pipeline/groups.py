@@ -1,4 +1,4 @@
-"""Start torch.distributed for a pipeline run (torchrun's environment) and build its process groups."""
+"""Start torch.distributed from torchrun's environment and build the process groups of a multi-process run."""
 
 from __future__ import annotations
 
@@ -9,11 +9,16 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from ..config import PipelineOptions
-from ..errors import ConfigError
+from ...config import PipelineOptions
+from ...errors import ConfigError
 from .topology import Topology
 
 TORCHRUN_HINT = "torchrun --nproc-per-node N -m locallearn train --engine pipeline ..."
+
+
+def under_torchrun() -> bool:
+    """Whether this process is one of several that torchrun started (its environment names a world size > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 @dataclass(frozen=True)

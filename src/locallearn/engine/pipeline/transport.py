@@ -1,10 +1,10 @@
-"""One rank's part of every pipeline step: take the carry, train this rank's stages, send the carry on.
+"""The pipeline's transport: what one rank sends and receives around each step of the stages it owns.
 
-Per stage the work is the local engine's (`backward_stage`, `after_backward`, the optimizer step once no
-later stage can reach the stage, `close_stage`), so with `mode: sync` every stage sees the same inputs and
-weights as under the local engine and makes the same update. What crosses ranks besides the carry is in
-`pipeline_plan`: cascade windows (MLAAN) and EMA sources (MAN). Data-parallel replicas of a position average
-their gradients before each optimizer step.
+The engine (`engine/step.py`) runs this rank's stages exactly as the local engine runs all of them, so with
+`mode: sync` every stage sees the same inputs and weights as under the local engine and makes the same update.
+The carry arrives from the previous position and goes on to the next; what else crosses ranks is in `plan`:
+cascade windows (MLAAN) and EMA sources (MAN). Data-parallel replicas of a position average their gradients
+before each optimizer step; one position holding every stage is plain data parallelism.
 
 In `mode: async` a rank trains on a replay buffer of received carries instead of waiting for its
 predecessor, and drops the carries its successor cannot take yet (DGL's asynchronous setting).
@@ -12,20 +12,21 @@ predecessor, and drops the carries its successor cannot take yet (DGL's asynchro
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
-from ..config import PipelineOptions
-from ..dist.comm import Clock, Inbox, Outbox, peer_failure
-from ..dist.groups import Groups, Launch
-from ..dist.replay import ReplayBuffer
-from ..dist.wire import Header, Kind, Layout
-from ..methods import Batch, Carry, LocalLearner
-from .local import LocalEngine, StepStats, autocast_context
-from .pipeline_plan import PipelinePlan, module_tensors, stage_buffers, stage_state
+from ...config import PipelineOptions
+from ...methods import Batch, Carry, LocalLearner
+from ..stats import StepStats
+from ..transport import Transport
+from .comm import Clock, Inbox, Outbox, peer_failure
+from .groups import Groups, Launch
+from .plan import PipelinePlan, module_tensors, stage_buffers, stage_state
+from .replay import ReplayBuffer
+from .wire import Header, Kind, Layout
 
 
 class _Stream:
@@ -53,11 +54,12 @@ class _Stream:
         return header, self.layout.unpack(buf.to(self.device), header)
 
 
-class PipelineEngine(LocalEngine):
+class PipelineTransport(Transport):
+    """This rank's links to the ranks of the neighbouring positions, its replicas, and the traffic plan."""
+
     def __init__(
         self,
         learner: LocalLearner,
-        optimizers: list[torch.optim.Optimizer],
         *,
         plan: PipelinePlan,
         groups: Groups,
@@ -65,15 +67,16 @@ class PipelineEngine(LocalEngine):
         options: PipelineOptions,
         capacity: tuple[int, int],
         channels_last: bool = False,
-        amp: str = "none",
-        scaler: torch.amp.GradScaler | None = None,
     ) -> None:
-        super().__init__(learner, optimizers, amp=amp, scaler=scaler)
+        super().__init__(learner)
+        self.device = launch.device
         self.plan, self.topo, self.groups, self.wire = plan, plan.topo, groups, launch.wire
         self.options, self.channels_last = options, channels_last
         self.asynchronous = options.mode == "async"
         topo, p = self.topo, self.topo.position
         self.first, self.last = topo.groups[p]
+        self.stages = topo.stages
+        self.cascade = plan.cascade_sends(p)  # stage k -> copied stages whose gradients go home after k's backward
         self.clock = Clock(self.device)
         timeout = timedelta(seconds=options.timeout)
         common = dict(timeout=timeout, clock=self.clock)
@@ -104,67 +107,72 @@ class PipelineEngine(LocalEngine):
         self.replay: ReplayBuffer[tuple[Carry, Batch]] = ReplayBuffer(options.replay, options.max_reuse)
         self.stream: _Stream | None = None
         self.ended = False
-        self.carried: StepStats | None = None  # the epoch's merged statistics from before a mid-epoch resume
-        self.global_step = 0
         self.ema_origin = 0
+        self.times = (0.0, 0.0)  # this rank's (busy, idle) seconds in the last epoch
+
+    @property
+    def reads_data(self) -> bool:
+        return self.topo.position == 0
+
+    @property
+    def writes_outputs(self) -> bool:
+        return self.topo.rank == 0
 
     def start_at(self, step: int) -> None:
         """Continue the step count at `step` (after --resume); EMA sources ship on this rank's first step."""
-        self.global_step = self.ema_origin = step
+        self.step = self.ema_origin = step
 
-    # ----------------------------------------------------------------------------------------- training
-    def begin_epoch(self, steps: int, carried: StepStats | None = None) -> None:
-        """Open the epoch's stream of carries (`steps` of them, or until END in async mode). `carried`: the
-        merged statistics of the epoch's steps trained before a mid-epoch resume."""
-        self.carried = carried
-        self.clock.lap()
+    # ----------------------------------------------------------------------------------------- phases
+    def begin_phase(self, train: bool, count: int | None) -> None:
+        """Open the phase's stream of carries (`count` of them, or until END in async mode)."""
+        if train:
+            self.clock.lap()
+            self.replay.clear()
+            self.ended = False
         self._flush()  # async offers must not find the previous phase's sends still in flight and drop carries
-        self.replay.clear()
-        self.ended = False
+        self.stream = None
         if self.inbox is not None:
-            count = None if self.asynchronous else steps
-            self.stream = _Stream(self.inbox, self.layouts["in", Kind.TRAIN], count, self.device)
+            kind = Kind.TRAIN if train else Kind.EVAL
+            self.stream = _Stream(self.inbox, self.layouts["in", kind], count, self.device)
 
-    def train_step(self, x: torch.Tensor | None, y: torch.Tensor | None) -> bool:
-        """One step of this rank's stages. `x, y`: at position 0, this replica's share of the global batch
-        (`tensor_split` part r of n, as the loaders built with `share` deliver it); None elsewhere.
+    def end_epoch(self) -> None:
+        if self.asynchronous:
+            self._finish_async()
+        self.times = self.clock.lap()
+        self._average_buffers()
+        self.stream = None
 
-        Returns False, doing nothing, once an asynchronous epoch has ended.
-        """
-        self.zero_grad()
-        # EMA sources travel every `ema_interval` steps: before the twins' after_backward update (their state
-        # before this step), or with `ema_timing: after_step` after the source's step (their state after it).
-        after_step = self.plan.ema_after_step
-        interval, since = self.options.ema_interval, self.global_step - self.ema_origin
-        ema_due = not after_step and since % interval == 0
-        if ema_due:
+    # ----------------------------------------------------------------------------------------- step hooks
+    # EMA sources travel every `ema_interval` steps: before the twins' after_backward update (their state
+    # before this step), or with `ema_timing: after_step` after the source's step (their state after it).
+    def _ema_due(self) -> bool:
+        since = self.step - self.ema_origin
+        return not self.plan.ema_after_step and since % self.options.ema_interval == 0
+
+    def before_step(self) -> None:
+        if self._ema_due():
             self._send_ema()
-        taken = self._input(x, y, Kind.TRAIN)
-        if taken is None:
-            return False
-        carry, batch = taken
-        window, cascade = self.plan.window, self.plan.cascade_sends(self.topo.position)
-        for k in range(self.first, self.last + 1):
-            result = self.backward_stage(k, carry, batch)
-            if ema_due:
-                for q in self.ema_in.get(k, []):
-                    self._receive_ema(q)
-            self.learner.after_backward(k)
-            if k - window + 1 >= self.first:
-                self._step(k - window + 1)
-            for j in cascade.get(k, []):
-                self._send_cascade(j)
-            carry = self.close_stage(k, result, batch.y)
-        self._output(carry, batch, Kind.TRAIN)
+
+    def before_update(self, k: int) -> None:
+        if self._ema_due():
+            for q in self.ema_in.get(k, []):
+                self._receive_ema(q)
+
+    def after_update(self, k: int) -> None:
+        for j in self.cascade.get(k, []):
+            self._send_cascade(j)
+
+    def deferred(self, window: int) -> Iterator[int]:
+        """This rank's stages that later positions' losses reach step once their cascade gradients are back."""
         for j, positions in self.plan.deferred(self.topo.position):
             for q in positions:
                 self._receive_cascade(j, q)
-            self._step(j)
-        if after_step:
-            self._follow_remote_steps(ship=(since + 1) % interval == 0)
-        self.end_step(batch.y.shape[0])
-        self.global_step += 1
-        return True
+            yield j
+
+    def after_step(self) -> None:
+        if self.plan.ema_after_step:
+            self._follow_remote_steps(ship=(self.step - self.ema_origin + 1) % self.options.ema_interval == 0)
+        super().after_step()
 
     def _follow_remote_steps(self, ship: bool) -> None:
         """`ema_timing: after_step`: ship this rank's sources after its step and replay, on this rank's copy of
@@ -177,75 +185,28 @@ class PipelineEngine(LocalEngine):
         for j in self.plan.ema_sources(self.topo.position):
             self.learner.after_step(j)
 
-    def end_epoch(self) -> tuple[StepStats, tuple[float, float]]:
-        """Close the epoch: statistics merged over all ranks, and this rank's (busy, idle) seconds."""
-        if self.asynchronous:
-            self._finish_async()
-        times = self.clock.lap()
-        self._average_buffers()
-        self.stream = None
-        stats = self.epoch_stats()
-        self.reset_stats()
-        return stats, times
-
-    def epoch_stats(self) -> StepStats:
-        """The epoch's statistics so far, merged over all ranks (a collective)."""
-        merged = self._merged(self.stats)
-        return merged if self.carried is None else self.carried + merged
-
-    def _step(self, j: int) -> None:
+    def reduce_grads(self, k: int) -> None:
         if self.groups.replicas is not None:
-            self._all_reduce_grads(j)
-        super()._step(j)
-
-    # ----------------------------------------------------------------------------------------- evaluation
-    def begin_eval(self, batches: int) -> None:
-        self.eval_counts = torch.zeros(2 * self.learner.num_stages + 2, dtype=torch.float64, device=self.device)
-        self._flush()
-        if self.inbox is not None:
-            self.stream = _Stream(self.inbox, self.layouts["in", Kind.EVAL], batches, self.device)
-
-    @torch.no_grad()
-    def eval_step(self, x: torch.Tensor | None, y: torch.Tensor | None) -> None:
-        carry, batch = self._input(x, y, Kind.EVAL)
-        n, counts = self.learner.num_stages, self.eval_counts
-        for k in range(self.first, self.last + 1):
-            with autocast_context(self.device, self.amp):
-                logits, carry = self.learner.predict_stage(k, carry, batch)
-            if logits is not None:
-                counts[k] += (logits.argmax(1) == batch.y).sum()
-                counts[n + k] = 1  # stage k has a classifier
-            if k == n - 1:
-                counts[2 * n] += F.cross_entropy(logits.float(), batch.y, reduction="sum")
-                counts[2 * n + 1] += batch.y.shape[0]
-        self._output(carry, batch, Kind.EVAL)
-
-    def end_eval(self) -> tuple[float, list[float | None], float]:
-        """(final accuracy, per-stage accuracy, mean final CE), summed over every rank and replica."""
-        counts = self._all_reduce(self.eval_counts)
-        n = self.learner.num_stages
-        total = max(counts[2 * n + 1].item(), 1.0)
-        stage_acc = [counts[k].item() / total if counts[n + k] else None for k in range(n)]
-        self.stream = None
-        return stage_acc[-1], stage_acc, counts[2 * n].item() / total
+            self._all_reduce_grads(k)
 
     # ----------------------------------------------------------------------------------------- carries
-    def _input(self, x: torch.Tensor | None, y: torch.Tensor | None, kind: Kind) -> tuple[Carry, Batch] | None:
-        if self.stream is None:  # position 0: x, y are this replica's share of the global batch
-            batch = self.learner.make_batch(x, y)
-            return self.learner.initial_carry(batch), batch
-        if self.asynchronous and kind == Kind.TRAIN:
+    def take(self, x: torch.Tensor | None, y: torch.Tensor | None, train: bool) -> tuple[Carry, Batch] | None:
+        """At position 0, `x, y` are this replica's share of the global batch (`tensor_split` part r of n, as the
+        loaders built with `share` deliver it); elsewhere the carry comes from the previous position."""
+        if self.inbox is None:
+            return super().take(x, y, train)
+        if self.asynchronous and train:
             return self._replayed()
-        return self._received(kind)
+        return self._received(Kind.TRAIN if train else Kind.EVAL)
 
     def _received(self, kind: Kind) -> tuple[Carry, Batch] | None:
         header, tensors = self.stream.take()
         if header.kind == Kind.END:
             self.ended = True
             return None
-        if header.kind != kind or (not self.asynchronous and kind == Kind.TRAIN and header.step != self.global_step):
+        if header.kind != kind or (not self.asynchronous and kind == Kind.TRAIN and header.step != self.step):
             raise RuntimeError(
-                f"rank {self.topo.rank} expected a {kind.name} carry for step {self.global_step}, got "
+                f"rank {self.topo.rank} expected a {kind.name} carry for step {self.step}, got "
                 f"{Kind(header.kind).name} step {header.step}: the ranks are out of step"
             )
         specs = self.plan.trace.carries[self.first - 1]
@@ -265,9 +226,10 @@ class PipelineEngine(LocalEngine):
     def _layout(self, t: torch.Tensor) -> torch.Tensor:
         return t.contiguous(memory_format=torch.channels_last) if self.channels_last and t.dim() == 4 else t
 
-    def _output(self, carry: Carry, batch: Batch, kind: Kind) -> None:
+    def send(self, carry: Carry, batch: Batch, train: bool) -> None:
         if self.outbox is None:
             return
+        kind = Kind.TRAIN if train else Kind.EVAL
         q = self.topo.position + 1
         layout = self.layouts["out", kind]
         tensors = [carry[s.name] for s in self.plan.trace.carries[self.last]] + [batch.y]
@@ -275,7 +237,7 @@ class PipelineEngine(LocalEngine):
             tensors.append(batch.x)
         if kind == Kind.TRAIN:
             tensors += [t for j in self.plan.window_stages(q) for t in stage_state(self.learner, j)]
-        buf = layout.pack([t.detach() for t in tensors], Header(kind, self.global_step, batch.y.shape[0]), self.wire)
+        buf = layout.pack([t.detach() for t in tensors], Header(kind, self.step, batch.y.shape[0]), self.wire)
         if self.asynchronous and kind == Kind.TRAIN:
             self.outbox.offer(buf)  # a full queue means the successor is busy: it replays instead
         else:
@@ -307,7 +269,7 @@ class PipelineEngine(LocalEngine):
         if self.outbox is not None:
             self.outbox.flush()
             layout = self.layouts["out", Kind.TRAIN]
-            self.outbox.send(layout.signal(Header(Kind.END, self.global_step, 0), self.wire))
+            self.outbox.send(layout.signal(Header(Kind.END, self.step, 0), self.wire))
             self.outbox.flush()
 
     # ----------------------------------------------------------------------------------------- cascades and EMA
@@ -318,9 +280,7 @@ class PipelineEngine(LocalEngine):
         mask = torch.tensor([q.grad is not None for q in params], dtype=torch.uint8, device=self.device)
         layout = self.plan.cascade_layout(j)
         tensors = [*grads, mask, *stage_buffers(self.learner, j)]
-        self.back_out[self.topo.position_of(j)].send(
-            layout.pack(tensors, Header(Kind.STATE, self.global_step, 0), self.wire)
-        )
+        self.back_out[self.topo.position_of(j)].send(layout.pack(tensors, Header(Kind.STATE, self.step, 0), self.wire))
 
     @torch.no_grad()
     def _receive_cascade(self, j: int, q: int) -> None:
@@ -338,18 +298,16 @@ class PipelineEngine(LocalEngine):
         for q, outbox in self.back_out.items():
             if links := self.plan.ema_links(self.topo.position, q):
                 tensors = [t.detach() for link in links for t in module_tensors([link.source])]
-                outbox.send(
-                    self.plan.ema_layout(links).pack(tensors, Header(Kind.STATE, self.global_step, 0), self.wire)
-                )
+                outbox.send(self.plan.ema_layout(links).pack(tensors, Header(Kind.STATE, self.step, 0), self.wire))
 
     def _receive_ema(self, q: int) -> None:
         links = self.plan.ema_links(q, self.topo.position)
         layout = self.plan.ema_layout(links)
         buf = self.back_in[q].take(layout.nbytes)
         header = layout.header(buf)
-        if (header.kind, header.step) != (Kind.STATE, self.global_step):
+        if (header.kind, header.step) != (Kind.STATE, self.step):
             raise RuntimeError(
-                f"rank {self.topo.rank} expected the EMA sources of step {self.global_step} from position {q}, "
+                f"rank {self.topo.rank} expected the EMA sources of step {self.step} from position {q}, "
                 f"got {Kind(header.kind).name} step {header.step}: the ranks are out of step"
             )
         received = layout.unpack(buf.to(self.device), header)
@@ -362,6 +320,9 @@ class PipelineEngine(LocalEngine):
             target.copy_(value)
 
     # ----------------------------------------------------------------------------------------- reductions
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        return self._all_reduce(t)
+
     def _all_reduce(self, t: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
         """Sum `t` over `group` (default: every rank, over the host control group)."""
         group = group or self.groups.control
@@ -390,7 +351,7 @@ class PipelineEngine(LocalEngine):
                 if b.is_floating_point():
                     b.copy_(self._all_reduce(b, self.groups.replicas) / self.topo.replicas)
 
-    def _merged(self, stats: StepStats) -> StepStats:
+    def merged(self, stats: StepStats) -> StepStats:
         """Every rank's statistics of its own stages in one StepStats, as if one engine had run them all.
 
         Each stage's loss is averaged over its own steps (and replicas) and its accuracy over its own samples,
