@@ -21,6 +21,15 @@ def _seed():
 
 
 @pytest.fixture
+def one_thread():
+    """Thousands of small ops: one thread is as fast on an idle CPU and avoids OpenMP stalls on a busy one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def shared_data() -> Path:
     """The folder holding the canonical CIFAR-10 archive; tests using it skip when it is absent."""
     root = os.environ.get("LOCALLEARN_DATA")

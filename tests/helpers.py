@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 
 import torch
 
@@ -63,3 +64,39 @@ def random_batch(n: int = 8, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]
     x = (x01 - torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)) / torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
     y = torch.arange(n) % 10
     return x, y
+
+
+def backward_every_stage(learner, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    """The written-out local step without its optimizer steps: per stage forward, local loss, backward,
+    `after_backward`, and the carry detached for the next stage. Returns each stage's loss, detached."""
+    batch = learner.make_batch(x, y)
+    carry = learner.initial_carry(batch)
+    losses = []
+    for k in range(learner.num_stages):
+        result = learner.train_stage(k, carry, batch)
+        result.loss.backward()
+        learner.after_backward(k)
+        losses.append(result.loss.detach())
+        carry = {name: t.detach() for name, t in result.out.items()}
+    return losses
+
+
+def each_stage_loss_alone(learner, x: torch.Tensor, y: torch.Tensor) -> Iterator[int]:
+    """Backpropagate every stage's loss alone (gradients zeroed before each), on the detached carry of the stage
+    before; yields k while stage k's gradients are in place."""
+    batch = learner.make_batch(x, y)
+    carry = learner.initial_carry(batch)
+    for k in range(learner.num_stages):
+        learner.zero_grad(set_to_none=True)
+        result = learner.train_stage(k, carry, batch)
+        result.loss.backward()
+        yield k
+        carry = {name: t.detach() for name, t in result.out.items()}
+
+
+def stages_reached(learner) -> list[bool]:
+    """Per stage: did any of its parameters receive a non-zero gradient?"""
+    return [
+        any(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.stage_parameters(k))
+        for k in range(learner.num_stages)
+    ]

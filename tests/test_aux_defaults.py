@@ -35,12 +35,7 @@ SMALL_IMAGE_RECIPES = sorted(p for d in ("cifar10", "svhn", "stl10") for p in (C
 HALF = (0.5, 0.5, 0.5)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def learner(method: str, arch: str, k: int, size: int, split=None, **options):
@@ -131,18 +126,19 @@ def test_small_image_recipes_keep_the_cifar_nets(recipe):
 
 
 def profile_json(capsys, *flags: str) -> dict:
-    assert main(["profile", "--arch", "resnet18", "--K", "2", "--split", "units:1", "--batch-size", "2",
-                 "--image-size", "112", "--method", "infopro:softmax", "--warmup-steps", "0", *flags]) == 0  # fmt: skip
+    assert main(["profile", "--arch", "resnet50", "--K", "2", "--split", "units:4", "--batch-size", "2",
+                 "--image-size", "64", "--method", "infopro:softmax", "--warmup-steps", "0", *flags]) == 0  # fmt: skip
     return capsys.readouterr().out
 
 
 def test_profile_warns_when_an_aux_net_outweighs_its_stage(capsys):
-    """The CIFAR nets at 112^2 cost more FLOPs than the stem and first block they train; the automatic ones do not."""
+    """The CIFAR nets on ResNet-50's 256-channel layer1 output (64^2 input) cost more FLOPs than the stem and the
+    blocks they train; the automatic ones (ImageNet head and decoder) do not."""
     cifar_nets = ["--set", "method_options.aux_net=1c2f", "--set", "method_options.decoder=cifar"]
     text = profile_json(capsys, *cifar_nets)
     line = next(li for li in text.splitlines() if "warning" in li)
     assert line.startswith(
-        "infopro:softmax (units:1), K=2: warning: aux nets cost more than the stage they train: stage 0 ("
+        "infopro:softmax (units:4), K=2: warning: aux nets cost more than the stage they train: stage 0 ("
     )
     assert "GFLOPs/img" in line
     (row,) = json.loads(profile_json(capsys, *cifar_nets, "--json"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import make_learner, random_batch
+from helpers import backward_every_stage, make_learner, random_batch
 from locallearn.engine.local import LocalEngine, evaluate
 from locallearn.engine.transport import Transport
 from locallearn.methods import LocalLearner
@@ -25,13 +25,7 @@ def _sequential(learner: LocalLearner, optimizers: list[torch.optim.Optimizer], 
     """Every stage's forward, local loss and backward on the detached carry, then every optimizer steps."""
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
-    batch = learner.make_batch(x, y)
-    carry = learner.initial_carry(batch)
-    for k in range(learner.num_stages):
-        result = learner.train_stage(k, carry, batch)
-        result.loss.backward()
-        learner.after_backward(k)
-        carry = {name: t.detach() for name, t in result.out.items()}
+    backward_every_stage(learner, x, y)
     for k, opt in enumerate(optimizers):
         opt.step()
         learner.after_step(k)

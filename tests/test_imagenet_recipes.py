@@ -32,13 +32,7 @@ SIZE = 32  # the reduced resolution of every test: layer4 ends at 1x1
 VIT_SIZE = 224  # a ViT's learned position embedding fixes its input size
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Thousands of small ops: one thread is as fast on an idle CPU and avoids OpenMP stalls on a busy one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @functools.cache

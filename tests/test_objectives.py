@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import make_learner, random_batch
+from helpers import each_stage_loss_alone, make_learner, random_batch, stages_reached
 from locallearn.aux import HEAD_CONFIGS, AuxClassifier, Decoder, MLPSRHead
 from locallearn.engine.local import LocalEngine
 from locallearn.methods import OBJECTIVES
@@ -72,28 +72,13 @@ def test_decoder_at_the_image_size_equals_the_resampled_path():
     assert torch.equal(decoder(h), decoder.body(resampled))
 
 
-def _grads(learner) -> list[bool]:
-    """Per stage: did any of its parameters receive a (non-zero) gradient?"""
-    out = []
-    for k in range(learner.num_stages):
-        out.append(any(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.stage_parameters(k)))
-    return out
-
-
 @pytest.mark.parametrize("method", ["greedy", "dgl", "infopro:softmax", "infopro:contrast"])
 def test_stage_loss_reaches_only_its_own_stage(method):
     learner = make_learner(method, k=4, ixx_1=1, ixy_1=1, ixx_2=1, ixy_2=1)
-    x, y = random_batch()
-    batch = learner.make_batch(x, y)
-    carry = learner.initial_carry(batch)
-    for k in range(learner.num_stages):
-        learner.zero_grad(set_to_none=True)
-        result = learner.train_stage(k, carry, batch)
-        result.loss.backward()
-        assert _grads(learner) == [j == k for j in range(learner.num_stages)], f"stage {k}"
+    for k in each_stage_loss_alone(learner, *random_batch()):
+        assert stages_reached(learner) == [j == k for j in range(learner.num_stages)], f"stage {k}"
         # every trainable parameter of stage k is reached
         assert all(p.grad is not None for p in learner.stage_parameters(k)), f"stage {k}"
-        carry = {n: t.detach() for n, t in result.out.items()}
 
 
 def test_engine_detaches_the_carry():

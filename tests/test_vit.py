@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import ALL_LAMBDAS_ONE, make_learner, random_batch
+from helpers import ALL_LAMBDAS_ONE, each_stage_loss_alone, make_learner, random_batch, stages_reached
 from locallearn.aux import TokenGrid, TokenHead
 from locallearn.cli import main
 from locallearn.config import build_config, load_recipe
@@ -89,18 +89,10 @@ def test_token_heads_are_refused_on_feature_maps():
 
 
 def _isolation_step(learner) -> None:
-    """Run every stage's loss backward alone: it reaches its own stage (and at most `window - 1` before it)."""
-    x, y = random_batch(4)
-    batch = learner.make_batch(x, y)
-    carry = learner.initial_carry(batch)
-    for k in range(learner.num_stages):
-        learner.zero_grad(set_to_none=True)
-        result = learner.train_stage(k, carry, batch)
-        result.loss.backward()
-        for j in range(learner.num_stages):
-            reached = any(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.stage_parameters(j))
-            assert reached == (k - learner.window < j <= k), f"stage {k}'s loss and stage {j}"
-        carry = {n: t.detach() for n, t in result.out.items()}
+    """Every stage's loss reaches its own stage (and at most `window - 1` before it)."""
+    for k in each_stage_loss_alone(learner, *random_batch(4)):
+        window = [k - learner.window < j <= k for j in range(learner.num_stages)]
+        assert stages_reached(learner) == window, f"stage {k}'s loss"
 
 
 VIT_METHODS = ["greedy", "dgl", "infopro", "dgl+man", "dgl+man++", "infopro+man++", "dgl+mlaan"]

@@ -18,7 +18,7 @@ import torch
 from launcher import spawn
 from probes import probe_learner
 
-from helpers import DEFAULT_ARG, make_learner, random_batch
+from helpers import DEFAULT_ARG, backward_every_stage, make_learner, random_batch
 from locallearn.config import PipelineOptions
 from locallearn.engine.local import LocalEngine, evaluate
 from locallearn.engine.pipeline.groups import launch
@@ -244,14 +244,7 @@ def _replicas_reference(case: Case) -> tuple[LocalLearner, list[torch.optim.Opti
         for learner, opts, xs, ys in zip(learners, optimizers, x.tensor_split(n), y.tensor_split(n), strict=True):
             for opt in opts:
                 opt.zero_grad(set_to_none=True)
-            b = learner.make_batch(xs, ys)
-            carry = learner.initial_carry(b)
-            for k in range(learner.num_stages):
-                result = learner.train_stage(k, carry, b)
-                result.loss.backward()
-                learner.after_backward(k)
-                losses[k] += result.loss.detach() / n
-                carry = {name: v.detach() for name, v in result.out.items()}
+            losses += torch.stack(backward_every_stage(learner, xs, ys)) / n
         for k in range(learners[0].num_stages):
             for params in zip(*(learner.stage_parameters(k) for learner in learners), strict=True):
                 mean = torch.stack([p.grad for p in params]).mean(0)
