@@ -10,18 +10,20 @@ from pathlib import Path
 import pytest
 
 from locallearn.config import build_config
-from locallearn.engine import trainer
+from locallearn.engine import host_memory, trainer
 
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
-@pytest.mark.parametrize("asked", [False, True])
-def test_a_run_fixes_the_mmap_threshold_only_when_asked(monkeypatch, asked):
+@pytest.mark.parametrize(
+    ("asked", "batch", "fixed"), [(False, 1024, False), (True, 8, True), (None, 8, False), (None, 512, True)]
+)
+def test_a_run_fixes_the_mmap_threshold_when_asked_or_at_large_batches(monkeypatch, asked, batch, fixed):
     calls = []
-    monkeypatch.setattr(trainer, "prepare_host_memory", calls.append)
+    monkeypatch.setattr(host_memory, "return_freed_memory", lambda: calls.append(True))
     flags = {"arch": "resnet8", "method": "greedy", "K": 2, "device": "cpu", "train_limit": 8, "test_limit": 8}
-    trainer.build_run(build_config(None, {**flags, "return_freed_memory": asked}))
-    assert calls == [asked]
+    trainer.build_run(build_config(None, {**flags, "return_freed_memory": asked, "batch_size": batch}))
+    assert calls == ([True] if fixed else [])
 
 
 HUGE_PAGE_PROBE = """

@@ -145,12 +145,12 @@ class RunConfig:
     """Use channels_last memory format on CUDA (ignored on CPU)."""
     compile: bool = False
     """torch.compile each stage."""
-    return_freed_memory: bool = True
+    return_freed_memory: bool | None = None
     """CPU (glibc): give every tensor of 4 MiB or more its own mapping, returned to the OS when it dies, so the
     process's resident size follows the live tensors (ResNet-32 K = 16, batch 1024: 37% of E2E's peak RSS
     instead of 47-50%). Each such tensor is then new memory to fault in: cheap at batch 1024 with the huge pages a
-    CPU run asks for (`engine/host_memory.py`), +40% step time at batch 256 (docs/results.md section 8); false
-    keeps glibc's own behaviour."""
+    CPU run asks for, +40% step time at batch 256 (docs/results.md section 8). null (auto): on for batches of 512
+    or more (`engine/host_memory.py`); false keeps glibc's own behaviour."""
     activation_checkpoint: str = "none"
     """none, per-unit (recompute every unit's activations in backward; any method) or per-stage:J (E2E: keep only
     the inputs of the J stages a local method at K = J would use, same `split`); same gradients, less memory."""

@@ -17,7 +17,9 @@ stage resident beside the live one (ResNet-32, K = 16, batch 1024: 0.7 GiB resid
 more at the peak). A fixed threshold sends every tensor of `THRESHOLD` bytes or more to its own mapping,
 returned when the tensor dies, so the resident size follows the tensors alive. Smaller blocks (parameters,
 small activations) stay on the heap, where reuse is cheap. The price is a fresh mapping, faulted in, for every
-such tensor, small with huge pages: the run setting `return_freed_memory`, on by default.
+such tensor: small with huge pages at batch 1024, where it also made the K = 16 step faster, but +40% step time
+at batch 256 (docs/results.md section 8). The run setting `return_freed_memory` chooses; unset, it is on for
+batches of `AUTO_MIN_BATCH` or more.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import ctypes.util
 import os
 
 THRESHOLD = 4 * 1024**2  # bytes
+AUTO_MIN_BATCH = 512  # between the batches measured: 256 (slower with it) and 1024 (faster and leaner with it)
 HUGE_PAGES = "THP_MEM_ALLOC_ENABLE"  # read by PyTorch's CPU allocator at its first allocation
 _M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
 _done = False
@@ -53,9 +56,9 @@ def ask_for_huge_pages() -> None:
     os.environ.setdefault(HUGE_PAGES, "1")
 
 
-def prepare_host_memory(return_freed: bool) -> None:
+def prepare_host_memory(return_freed: bool | None, batch_size: int) -> None:
     """Before a CPU run builds anything: huge pages for large tensors, and freed memory back to the OS when
-    `return_freed` (the run's `return_freed_memory` setting)."""
+    `return_freed` (the run's `return_freed_memory` setting; None: for batches of `AUTO_MIN_BATCH` or more)."""
     ask_for_huge_pages()
-    if return_freed:
+    if return_freed or (return_freed is None and batch_size >= AUTO_MIN_BATCH):
         return_freed_memory()

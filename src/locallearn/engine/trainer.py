@@ -186,7 +186,7 @@ def build_run(cfg: RunConfig, device: torch.device | None = None, *, share: tupl
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if device.type == "cpu":
-        prepare_host_memory(cfg.return_freed_memory)
+        prepare_host_memory(cfg.return_freed_memory, cfg.batch_size)
     # Cheap checks first, so that a typo fails before any data is read.
     if ":" not in cfg.arch:
         MODELS.get(cfg.arch)

@@ -72,7 +72,7 @@ def measure_here(cfg_dict: dict[str, Any], image_size: int | None, warmup: int, 
     spec = input_spec(cfg.dataset, image_size)
     device = resolve_device(cfg.device)
     if device.type == "cpu":
-        prepare_host_memory(cfg.return_freed_memory)
+        prepare_host_memory(cfg.return_freed_memory, cfg.batch_size)
     engine = build_engine(cfg, spec, device)
     x, y = synthetic_batch(cfg, spec, device)
     built = resident_bytes()
