@@ -25,7 +25,7 @@ FILES = {
     "checkpointing": "checkpointing_resnet32_b128_cpu1_202611.json",
     "batch": "memory_vs_batch_resnet32_cpu2_202611.json",
     "batch110": "memory_vs_batch_resnet110_cpu2_202611.json",
-    "step_cost": "step_cost_resnet32_k16_final-returned_cpu2_202611.json",
+    "step_cost": "step_cost_resnet32_k16_defaults_cpu2_202611.json",
 }
 
 
