@@ -168,10 +168,13 @@ def test_manpp_vit_recipes_carry_the_released_settings(size, name):
     assert [r.unit_names[-1] for r in net.records] == ["blocks.2", "blocks.5", "blocks.8", "head"]
 
 
-def test_cifar_vit_recipe_trains_on_the_bundled_sample(tmp_path):
+@pytest.mark.parametrize("method", [None, "greedy", "dgl", "dgl+man", "infopro"])
+def test_cifar_vit_recipe_trains_on_the_bundled_sample(tmp_path, method):
+    """The recipe (dgl+man++), and the same ViT under the other objectives and MAN."""
     recipe = CONFIGS / "cifar10" / "vit_cifar_dgl_manpp_k4.yaml"
     out = tmp_path / "run"
     argv = ["train", "--config", str(recipe), "--dataset", "cifar10-sample", "--out", str(out), "--no-progress"]
+    argv += ["--method", method] if method else []
     argv += ["--epochs", "1", "--train-limit", "32", "--test-limit", "16", "--batch-size", "16", "--threads", "1"]
     assert main([*argv, "--skip-memory-check"]) == 0  # the pre-flight check has its own tests; it doubles the time
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
