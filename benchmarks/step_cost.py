@@ -20,7 +20,7 @@ import subprocess
 import sys
 
 from _run import RESULTS, ROOT, recipe
-from locallearn.config import build_config, config_from_dict
+from locallearn.config import build_config
 from locallearn.profile.breakdown import PARTS
 from locallearn.profile.tables import format_bytes, markdown_table
 
@@ -38,19 +38,11 @@ def breakdown_in_fresh_process(cfg_dict: dict, warmup: int) -> dict[str, float]:
 
 def breakdown_worker() -> None:
     """One profiled step after `warmup` steps, in this (fresh) process; prints the parts as JSON."""
-    import torch
-
-    from locallearn.engine.host_memory import prepare_host_memory
     from locallearn.profile.breakdown import step_breakdown
-    from locallearn.profile.probe import build_engine, input_spec, synthetic_batch
+    from locallearn.profile.rss import build_here
 
     request = json.loads(sys.stdin.read())
-    cfg = config_from_dict(request["config"])
-    prepare_host_memory(cfg.return_freed_memory)  # as the run would, so that the parts are those of its step
-    torch.set_num_threads(cfg.threads)
-    spec = input_spec(cfg.dataset)
-    engine = build_engine(cfg, spec, torch.device("cpu"))
-    x, y = synthetic_batch(cfg, spec, torch.device("cpu"))
+    engine, x, y = build_here(request["config"])  # as the run would, so that the parts are those of its step
     for _ in range(request["warmup"]):
         engine.train_step(x, y)
     print(json.dumps(step_breakdown(engine, x, y)))

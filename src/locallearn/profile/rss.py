@@ -57,8 +57,9 @@ class RssMeasurement:
         return self.peak_bytes - self.built_bytes
 
 
-def measure_here(cfg_dict: dict[str, Any], image_size: int | None, warmup: int, steps: int) -> RssMeasurement:
-    """Build the run of `cfg_dict` in this process and measure it; meaningful only in a fresh process."""
+def build_here(cfg_dict: dict[str, Any], image_size: int | None = None) -> tuple[Any, Any, Any]:
+    """The engine of the run `cfg_dict` and a synthetic batch, built in this process as the run would build them
+    (threads, host memory), so that what is measured next is that run's step: (engine, x, y)."""
     import torch
 
     from ..config import config_from_dict
@@ -74,7 +75,12 @@ def measure_here(cfg_dict: dict[str, Any], image_size: int | None, warmup: int, 
     if device.type == "cpu":
         prepare_host_memory(cfg.return_freed_memory, cfg.batch_size)
     engine = build_engine(cfg, spec, device)
-    x, y = synthetic_batch(cfg, spec, device)
+    return (engine, *synthetic_batch(cfg, spec, device))
+
+
+def measure_here(cfg_dict: dict[str, Any], image_size: int | None, warmup: int, steps: int) -> RssMeasurement:
+    """Build the run of `cfg_dict` in this process and measure it; meaningful only in a fresh process."""
+    engine, x, y = build_here(cfg_dict, image_size)
     built = resident_bytes()
     for _ in range(warmup):
         engine.train_step(x, y)
