@@ -273,10 +273,10 @@ class MLAAN(Mechanism):
         if k not in self.ema_stages:
             return
         # Legacy: the release updates the last twin again at the end of the step. Its source has not stepped
-        # in between, so the second update may as well follow the first, on the twin's own stage.
+        # in between, so the two updates are one with momentum m^2: m(m t + (1-m) s) + (1-m) s.
+        m = self.options.ema_momentum
         last_twice = self.options.legacy_mlaan_last_twin_twice and k == learner.num_stages - 2
-        for _ in range(2 if last_twice else 1):
-            ema_update(learner.owned[k]["leap"].twin, self.sources[k], self.options.ema_momentum)
+        ema_update(learner.owned[k]["leap"].twin, self.sources[k], m * m if last_twice else m)
 
     def ema_pairs(self, learner: LocalLearner, k: int) -> list[tuple[nn.Module, nn.Module]]:
         return [(learner.owned[k]["leap"].twin, self.sources[k])] if k in self.ema_stages else []
