@@ -1,7 +1,7 @@
 """The flags that build a RunConfig, generated from its fields: one flag per top-level field, its help the
 field's docstring, its type the field's. Nested settings (`method_options.*`, `pipeline.*`, `log.*`) are set with
-`--set key=value`; `--help` lists their keys. train, profile, bench and plan share these flags; a sweep
-(profile, bench) takes comma lists for the fields it sweeps.
+`--set key=value`; `--help` lists their keys. train, profile and plan (and benchmarks/sweep.py) share these flags; a
+sweep (profile, benchmarks/sweep.py) takes comma lists for the fields it sweeps.
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ def build_model(
     std: tuple[float, ...],
     device: torch.device,
 ) -> LocalLearner:
-    """The learner a run trains (backbone, split, method) on `device`; also what profile and bench measure."""
+    """The learner a run trains (backbone, split, method) on `device`; also what profile and plan measure."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # shapes are fixed per stage: let cuDNN pick its fastest kernels
     backbone = build_backbone(cfg.arch, num_classes, zero_init_residual=cfg.zero_init_residual)

@@ -16,8 +16,9 @@ On token features (ViTs) the released ViT code's aux net is the default: LB and 
 stage's first transformer block, a trainable copy of its second block follows the fusion, then the objective's
 token head (LayerNorm, class token, Linear). `man_aux_blocks` sets how many blocks are copied on any backbone.
 
-Aux heads: without method_options.aux_net, infopro uses `2c2f` and dgl MAN's own DGL head (`man-dgl`), as the
-released CIFAR runs do. `legacy_manpp_stem_head` builds MAN++'s stem-module head as the release does whatever
+Aux heads: without method_options.aux_net, infopro uses `2c2f` and dgl MAN's own DGL head (`man-dgl`) on features
+of under 256 channels, as the released CIFAR runs do (wider ones get the `imagenet` head, `aux.choose_head`).
+`legacy_manpp_stem_head` builds MAN++'s stem-module head as the release does whatever
 the run's settings: `1c2f` with D = 128 and SupCon (its constructor defaults), also in cross-entropy runs.
 """
 

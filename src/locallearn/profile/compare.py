@@ -1,4 +1,5 @@
-"""Profile runs next to E2E on the same batch: the rows `locallearn profile` prints and `bench` records."""
+"""Profile runs next to E2E on the same batch: the rows `locallearn profile` prints and
+benchmarks/sweep.py records."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A run's learner, optimizers and engine built from a RunConfig without reading any data.
 
-Memory and speed do not depend on pixel values, so profile and bench measure on a synthetic batch shaped
+Memory and speed do not depend on pixel values, so profile and the benchmarks measure on a synthetic batch shaped
 like the dataset's (its class count, its image size unless told otherwise).
 """
 
