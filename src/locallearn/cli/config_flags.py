@@ -24,19 +24,23 @@ class ConfigFlag:
     dest: str  # the RunConfig field, e.g. batch_size
 
 
-def _scalar(kind: Any) -> Any:
-    """`int | None` -> int; a type argparse can convert to (str for `Any`: the config converts it)."""
+def _without_none(kind: Any) -> Any:
+    """`X | None` -> X; any other type as it is."""
     args = [a for a in typing.get_args(kind) if a is not type(None)]
     if typing.get_origin(kind) in (typing.Union, types.UnionType) and len(args) == 1:
         return args[0]
+    return kind
+
+
+def _scalar(kind: Any) -> Any:
+    """`int | None` -> int; a type argparse can convert to (str for `Any`: the config converts it)."""
+    kind = _without_none(kind)
     return kind if kind in (int, float, str, bool) else str
 
 
 def _list_item(kind: Any) -> Any | None:
     """The item type of a list field (`list[float]`, `list[str] | None`), else None."""
-    args = [a for a in typing.get_args(kind) if a is not type(None)]
-    if typing.get_origin(kind) in (typing.Union, types.UnionType) and len(args) == 1:
-        kind = args[0]
+    kind = _without_none(kind)
     return typing.get_args(kind)[0] if typing.get_origin(kind) is list else None
 
 

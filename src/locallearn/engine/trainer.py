@@ -220,8 +220,8 @@ def diverged(what: str, epoch: int, step: int, ckpt: Path) -> TrainingError:
     return TrainingError(f"{what} ({when}); {kept}")
 
 
-def _check_finite(losses: torch.Tensor, epoch: int, step: int, ckpt: Path) -> None:
-    for k, v in enumerate(losses.tolist()):
+def _check_finite(losses: list[float], epoch: int, step: int, ckpt: Path) -> None:
+    for k, v in enumerate(losses):
         if not math.isfinite(v):
             raise diverged(f"non-finite loss at stage {k}", epoch, step, ckpt)
 
@@ -370,7 +370,7 @@ class Trainer:
                 break  # an asynchronous epoch has ended
             if self.pending or step % cfg.log_every == 0 or step == steps:
                 # One host sync per `log_every` steps (and after a checkpoint): the running mean loss of each stage.
-                running = engine.stats.loss / max(engine.stats.steps, 1)
+                running = (engine.stats.loss / max(engine.stats.steps, 1)).tolist()
                 _check_finite(running, epoch, step, self.checkpoint_path)
                 self.commit_pending()
                 self.show_progress(bar, step, running)
@@ -382,9 +382,9 @@ class Trainer:
             torch.cuda.synchronize(run.device)
         return self.epoch_record(epoch, lr, total, time.perf_counter() - start)
 
-    def show_progress(self, bar: tqdm, step: int, running: torch.Tensor) -> None:
+    def show_progress(self, bar: tqdm, step: int, running: list[float]) -> None:
         """Show the running mean loss of each stage on the progress bar."""
-        bar.set_postfix_str(" ".join(f"{v:.3f}" for v in running.tolist()), refresh=False)
+        bar.set_postfix_str(" ".join(f"{v:.3f}" for v in running), refresh=False)
 
     def evaluate(self) -> Accuracy:
         """(final accuracy, per-stage accuracy, mean final CE) on the test set."""

@@ -186,10 +186,10 @@ class DistributedTrainer(Trainer):
             scaler=scaler,
         )
 
-    def show_progress(self, bar: Any, step: int, running: torch.Tensor) -> None:
+    def show_progress(self, bar: Any, step: int, running: list[float]) -> None:
         """Publish this rank's losses; rank 0 shows every stage's loss and every position's busy fraction."""
         busy, idle = self.transport.clock.peek()
-        own = {str(k): running[k].item() for k in self.topo.stages}
+        own = {str(k): running[k] for k in self.topo.stages}
         self.world.monitor.publish(step=step, loss=own, busy=busy / max(busy + idle, 1e-9))
         if self.is_main:
             peers = self.world.monitor.peers()
