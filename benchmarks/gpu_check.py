@@ -414,12 +414,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def with_provenance(rows: list[dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
-    """Each row with the code version, library versions and hardware. A checkout copied without its git history
-    (onto a GPU machine, say) takes the commit from LOCALLEARN_GIT_SHA."""
-    found = provenance(device)
-    if found["git_sha"] is None and os.environ.get("LOCALLEARN_GIT_SHA"):
-        found |= {"git_sha": os.environ["LOCALLEARN_GIT_SHA"], "git_dirty": None}
-    found["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
+    """Each row with the code version, library versions, hardware and cuDNN's TF32 switch."""
+    found = provenance(device) | {"cudnn_allow_tf32": torch.backends.cudnn.allow_tf32}
     return [{**row, **found} for row in rows]
 
 

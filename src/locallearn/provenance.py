@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 import re
 import subprocess
@@ -50,11 +51,16 @@ def hardware_tag(device: torch.device) -> str:
 
 
 def _code_version() -> tuple[str | None, bool | None]:
+    """(SHA, dirty?) from git; a checkout copied without its history (onto a GPU machine, say) names its commit
+    in LOCALLEARN_GIT_SHA, its cleanliness then unknown."""
+    sha = git_sha()
+    if sha is None:
+        return os.environ.get("LOCALLEARN_GIT_SHA"), None
     status = _git("status", "--porcelain", "--untracked-files=no")
-    return git_sha(), bool(status) if status is not None else None
+    return sha, bool(status) if status is not None else None
 
 
-# Read when this module is imported, i.e. when a profile or bench command starts: a sweep runs for hours,
+# Read when this module is imported, i.e. when a profile command or a benchmark starts: a sweep runs for hours,
 # and HEAD may move meanwhile while the code this process loaded stays the same.
 _CODE_VERSION = _code_version()
 
