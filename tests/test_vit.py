@@ -17,7 +17,7 @@ from locallearn.engine.local import LocalEngine
 from locallearn.engine.trainer import build_optimizers
 from locallearn.errors import ConfigError
 from locallearn.models import MODELS, build_backbone
-from locallearn.models.vit import Block, PatchEmbed, TokenClassifier
+from locallearn.models.vit import Block, PatchEmbed
 from locallearn.split import split_model
 
 # (parameters at 1000 classes, width, heads): the standard ViT-T/S/B/16 sizes.
@@ -36,7 +36,7 @@ def test_standard_vits_have_the_standard_sizes(arch):
 
 def test_units_map_images_to_tokens_to_logits():
     model = build_backbone("vit-cifar", 10)
-    assert isinstance(model.units[0], PatchEmbed) and isinstance(model.units[-1], TokenClassifier)
+    assert isinstance(model.units[0], PatchEmbed) and isinstance(model.units[-1], TokenHead)
     assert all(isinstance(u, Block) for u in model.units[1:-1])
     assert model.coords == [(0, 0), *((1, b) for b in range(8)), None]
     x = torch.randn(2, 3, 32, 32)

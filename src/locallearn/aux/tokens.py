@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..models.vit import TokenHead
 
 TOKEN_HEADS = ("token-cls", "token-mean")
 
@@ -20,23 +21,6 @@ TOKEN_HEADS = ("token-cls", "token-mean")
 def is_token_shape(feature_shape: tuple[int, ...]) -> bool:
     """True for a per-sample feature of tokens (N, C); image features are (C, H, W)."""
     return len(feature_shape) == 2
-
-
-class TokenHead(nn.Module):
-    """LayerNorm, class token or mean of the patch tokens, Linear: (B, N, C) -> (B, out_dim)."""
-
-    def __init__(self, dim: int, out_dim: int, pool: str = "cls") -> None:
-        super().__init__()
-        if pool not in ("cls", "mean"):
-            raise ValueError(f"pool must be 'cls' or 'mean', not '{pool}'")
-        self.pool = pool
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.fc = nn.Linear(dim, out_dim)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        h = self.norm(h)
-        pooled = h[:, 0] if self.pool == "cls" else h[:, 1:].mean(dim=1)  # (B, C)
-        return self.fc(pooled)
 
 
 def make_token_head(feature_shape: tuple[int, ...], config: str | None, out_dim: int) -> TokenHead:

@@ -82,16 +82,22 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class TokenClassifier(nn.Module):
-    """Final LayerNorm, then a Linear on the class token: (B, N, C) -> (B, classes)."""
+class TokenHead(nn.Module):
+    """LayerNorm, class token or mean of the patch tokens, Linear: (B, N, C) -> (B, out_dim). With the class
+    token it is the ViT's own classifier; the token aux nets (`aux/tokens.py`) are the same head."""
 
-    def __init__(self, dim: int, num_classes: int) -> None:
+    def __init__(self, dim: int, out_dim: int, pool: str = "cls") -> None:
         super().__init__()
+        if pool not in ("cls", "mean"):
+            raise ValueError(f"pool must be 'cls' or 'mean', not '{pool}'")
+        self.pool = pool
         self.norm = nn.LayerNorm(dim, eps=LN_EPS)
-        self.fc = nn.Linear(dim, num_classes)
+        self.fc = nn.Linear(dim, out_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.norm(x)[:, 0])
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        h = self.norm(h)
+        pooled = h[:, 0] if self.pool == "cls" else h[:, 1:].mean(dim=1)  # (B, C)
+        return self.fc(pooled)
 
 
 def init_vit(module: nn.Module) -> None:
@@ -126,7 +132,7 @@ class VisionTransformer(Backbone):
     ) -> None:
         units: list[nn.Module] = [PatchEmbed(image_size, patch, dim, in_channels)]
         units += [Block(dim, heads, mlp_ratio) for _ in range(depth)]
-        units.append(TokenClassifier(dim, num_classes))
+        units.append(TokenHead(dim, num_classes))
         names = ["embed", *(f"blocks.{b}" for b in range(depth)), "head"]
         coords: list[tuple[int, int] | None] = [(0, 0), *((1, b) for b in range(depth)), None]
         super().__init__(units, names, coords)
