@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import torch
@@ -100,3 +102,8 @@ def stages_reached(learner) -> list[bool]:
         any(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.stage_parameters(k))
         for k in range(learner.num_stages)
     ]
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m locallearn *args` in a fresh process: what a user's shell sees (exit status, stderr)."""
+    return subprocess.run([sys.executable, "-m", "locallearn", *args], capture_output=True, text=True, timeout=timeout)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import run_cli
 from locallearn.cli import main
 from locallearn.cli.train import schedule_line
 from locallearn.config import build_config
@@ -33,10 +32,6 @@ QUICK = [
     "--threads",
     "1",
 ]
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "locallearn", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_train_writes_a_run_directory_and_json_summary(tmp_path, capsys):

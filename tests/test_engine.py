@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from helpers import backward_every_stage, make_learner, random_batch
+from locallearn.api import stage_optimizers
 from locallearn.engine.local import LocalEngine, evaluate
 from locallearn.engine.transport import Transport
 from locallearn.methods import LocalLearner
@@ -15,10 +16,7 @@ STEPS = 3
 
 
 def _sgd(learner: LocalLearner) -> list[torch.optim.Optimizer]:
-    return [
-        torch.optim.SGD(learner.stage_parameters(k), lr=0.05, momentum=0.9, weight_decay=1e-4)
-        for k in range(learner.num_stages)
-    ]
+    return stage_optimizers(learner, torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=1e-4)
 
 
 def _sequential(learner: LocalLearner, optimizers: list[torch.optim.Optimizer], x, y) -> None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from helpers import run_cli
 from locallearn.cli import main
 from locallearn.config import build_config
 from locallearn.errors import ConfigError
@@ -122,21 +121,17 @@ def test_sizes():
     assert parse_size("4096") == 4096
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "locallearn", *args], capture_output=True, text=True, timeout=120)
-
-
 def test_an_impossible_run_is_refused_before_any_data_is_read(tmp_path):
     # The data folder does not exist: had the check come after loading, the error would be about the data.
     args = ["train", "--arch", "resnet110", "--method", "e2e", "--batch-size", "10000000", "--dataset", "cifar10"]
     args += ["--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "run"), "--threads", "1"]
-    proc = run_cli(*args)
+    proc = run_cli(*args, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert "predicted peak" in lines[0] and "available" in lines[0] and "locallearn plan" in lines[0]
     assert "--skip-memory-check" in lines[0]
-    skipped = run_cli(*args, "--skip-memory-check")
+    skipped = run_cli(*args, "--skip-memory-check", timeout=120)
     assert skipped.returncode == 2 and "predicted peak" not in skipped.stderr  # now the data is what fails
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import CIFAR_MEAN, CIFAR_STD
+from helpers import CIFAR_MEAN, CIFAR_STD, each_stage_loss_alone, stages_reached
+from locallearn.api import stage_optimizers
 from locallearn.cli import main
 from locallearn.config import build_config
 from locallearn.engine.local import LocalEngine
@@ -58,19 +59,10 @@ def test_a_traced_model_trains_with_isolated_stages(method):
     net = split_model(as_backbone(model), 3, cuts=["layer2.0", "layer3.0"])
     learner = build_learner(method, net, num_classes=10, mean=CIFAR_MEAN, std=CIFAR_STD)
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
-    batch = learner.make_batch(x, y)
-    carry = learner.initial_carry(batch)
-    for k in range(learner.num_stages):  # stage k's loss reaches stage k's parameters and no others
-        learner.zero_grad(set_to_none=True)
-        result = learner.train_stage(k, carry, batch)
-        result.loss.backward()
-        reached = [
-            any(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.stage_parameters(j)) for j in range(3)
-        ]
-        assert reached == [j == k for j in range(3)]
-        carry = {name: t.detach() for name, t in result.out.items()}
+    for k in each_stage_loss_alone(learner, x, y):  # stage k's loss reaches stage k's parameters and no others
+        assert stages_reached(learner) == [j == k for j in range(3)]
     before = [p.detach().clone() for p in model.parameters()]
-    engine = LocalEngine(learner, [torch.optim.SGD(learner.stage_parameters(k), lr=0.1) for k in range(3)])
+    engine = LocalEngine(learner, stage_optimizers(learner, torch.optim.SGD, lr=0.1))
     engine.train_step(x, y)
     assert all(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))  # the model trained
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from helpers import ALL_LAMBDAS_ONE, each_stage_loss_alone, make_learner, random_batch, stages_reached
+from locallearn.api import stage_optimizers
 from locallearn.aux import TokenGrid, TokenHead
 from locallearn.cli import main
 from locallearn.config import build_config, load_recipe
@@ -106,9 +107,7 @@ def test_a_vit_trains_a_step_with_isolated_stages(method):
     if method.startswith("infopro"):
         assert isinstance(aux.decoder[0], TokenGrid)  # the decoder reads the patch grid
     _isolation_step(learner)
-    engine = LocalEngine(
-        learner, [torch.optim.SGD(learner.stage_parameters(k), lr=0.05) for k in range(learner.num_stages)]
-    )
+    engine = LocalEngine(learner, stage_optimizers(learner, torch.optim.SGD, lr=0.05))
     before = [p.detach().clone() for p in learner.net.parameters()]
     engine.train_step(*random_batch(8))
     stats = engine.reset_stats()
