@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import ConfigError, DataError
 from .loader import share_bounds
@@ -206,25 +206,23 @@ class ImageFolderDataset(Dataset):
 class EpochSampler(Sampler):
     """Yields `(index, epoch)` keys: a seeded shuffle (train) or every index in order (eval).
 
-    Training draws DistributedSampler's order for one replica, a function of seed + epoch: data-parallel
-    replicas all draw this one order and each decodes its slice of every batch (`SharedBatches`).
+    Training draws `randperm(n)` seeded with seed + epoch (the order DistributedSampler gives one replica):
+    data-parallel replicas all draw this one order and each decodes its slice of every batch (`SharedBatches`).
     """
 
     def __init__(self, n: int, train: bool, seed: int) -> None:
-        self.n, self.train = n, train
+        self.n, self.train, self.seed = n, train, seed
         self.epoch = self.skip = 0  # `skip`: keys of the epoch already trained (a run resumed mid-epoch)
-        self.inner: DistributedSampler | None = None
-        if train:
-            self.inner = DistributedSampler(range(n), num_replicas=1, rank=0, shuffle=True, seed=seed)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        if self.inner is not None:
-            self.inner.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        indices = iter(self.inner) if self.inner is not None else iter(range(self.n))
         epoch = self.epoch
+        if self.train:
+            indices = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+        else:
+            indices = range(self.n)
         return ((i, epoch) for i in itertools.islice(indices, self.skip, None))
 
     def __len__(self) -> int:
