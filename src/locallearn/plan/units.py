@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..measure.saved import SavedTensorMeter, storage_key
+from ..measure.units import in_training_mode_restored
 
 SMALL_BATCHES = (2, 4)  # BatchNorm in training needs more than one sample
 
@@ -81,12 +82,10 @@ def measure_unit_memory(
     units: nn.ModuleList, input_shape: tuple[int, ...], device: torch.device, amp_context
 ) -> list[UnitMemory]:
     """Each unit's saved bytes on two small batches (BN running statistics restored afterwards)."""
-    snapshots = [{k: v.clone() for k, v in u.state_dict().items()} for u in units]
-    modes = [u.training for u in units]
-    units.train()
     (b1, b2) = SMALL_BATCHES
-    r1, r2 = (_record(units, torch.randn(b, *input_shape, device=device), amp_context) for b in SMALL_BATCHES)
-    result = [
+    with in_training_mode_restored(units):
+        r1, r2 = (_record(units, torch.randn(b, *input_shape, device=device), amp_context) for b in SMALL_BATCHES)
+    return [
         UnitMemory(
             inner=Affine.through(b1, _inner(r1, i), b2, _inner(r2, i)),
             out_bytes=Affine.through(b1, r1.out_bytes[i], b2, r2.out_bytes[i]),
@@ -96,7 +95,3 @@ def measure_unit_memory(
         )
         for i in range(len(units))
     ]
-    for unit, snap, mode in zip(units, snapshots, modes, strict=True):
-        unit.load_state_dict(snap)
-        unit.train(mode)
-    return result
