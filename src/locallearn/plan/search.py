@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from ..methods import MECHANISMS, OBJECTIVES, MethodSpec
 from .predict import MemoryPredictor, StepModel, StepPrediction, split_text
 
 BALANCED = "even-memory"  # the exact dynamic program over the bytes each unit holds for backward
@@ -164,12 +165,20 @@ def _aux_in_the_way(prediction: StepPrediction, budget: int) -> bool:
     return max(s.peak_bytes - s.aux_bytes for s in prediction.stages) <= budget
 
 
+def _options_read(spec: MethodSpec) -> set[str]:
+    """The method_options keys the method's objective and mechanisms read (their `options_types`)."""
+    parts = [] if spec.is_e2e else [OBJECTIVES.get(spec.objective)]
+    parts += [MECHANISMS.get(m.name) for m in spec.mechanisms]
+    return {f.name for part in parts for kind in part.options_types for f in dataclasses.fields(kind)}
+
+
 def _lighter(predictor: MemoryPredictor, budget: int, batch: int, below: int) -> dict[str, Any] | None:
     """The lighter aux choice that fits at the smallest K <= `below`."""
-    current = predictor.cfg.method_options
+    current, read = predictor.cfg.method_options, _options_read(predictor.cfg.spec)
     best = None
     for change in LIGHTER_AUX:
-        if all(getattr(current, key) == value for key, value in change.items()):
+        # A change of a key the method never reads (greedy's decoder) would price the same learner again.
+        if not read.issuperset(change) or all(getattr(current, key) == value for key, value in change.items()):
             continue
         options = dataclasses.replace(current, **change)
         variant = predictor.with_options(options)
