@@ -15,7 +15,6 @@ file without measuring.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,13 +22,14 @@ from typing import Any
 
 import torch
 
-from _run import RESULTS, recipe
+from _results import read_rows
+from _run import RESULTS, publish, recipe
 from _sweep import overhead
 from locallearn.config import RunConfig, build_config
 from locallearn.engine.trainer import resolve_device
 from locallearn.profile.compare import compare_runs
 from locallearn.profile.probe import input_spec
-from locallearn.profile.results import result_stem, write_results
+from locallearn.profile.results import result_stem
 from locallearn.profile.tables import format_bytes, markdown_table, method_label
 
 ACCURACY = RESULTS / "one_epoch_resnet32_n50000_cpu1_202611.json"
@@ -48,7 +48,7 @@ def configurations(batch: int, device: str) -> list[RunConfig]:
 
 def accuracies(path: Path) -> dict[tuple[str, int], float]:
     """(method, K) -> test accuracy of the one-epoch runs."""
-    return {(r["method"], r["K"]): r["test_acc"] for r in json.loads(path.read_text()) if "test_acc" in r}
+    return {(r["method"], r["K"]): r["test_acc"] for r in read_rows(path) if "test_acc" in r}
 
 
 def measure(cfgs: Sequence[RunConfig], steps: int, rounds: int, warmup: int) -> list[dict[str, Any]]:
@@ -117,13 +117,10 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     stem = result_stem(f"checkpointing_resnet32_b{args.batch_size}", resolve_device(args.device))
     if args.table:
-        rows = json.loads((RESULTS / f"{stem}.json").read_text())
+        rows = read_rows(RESULTS / f"{stem}.json")
     else:
         rows = measure(configurations(args.batch_size, args.device), args.steps, args.rounds, args.warmup_steps)
-    text = table(rows)
-    paths = write_results(rows, RESULTS, stem, text)
-    print(text)
-    print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    publish(rows, stem, table(rows))
     return 0
 
 

@@ -19,7 +19,8 @@ import statistics
 import subprocess
 import sys
 
-from _run import RESULTS, ROOT, recipe
+from _results import read_rows
+from _run import RESULTS, ROOT, publish, recipe
 from locallearn.config import build_config
 from locallearn.profile.breakdown import PARTS
 from locallearn.profile.tables import format_bytes, markdown_table
@@ -102,7 +103,7 @@ def tables(rows: list[dict]) -> str:
 def main() -> int:
     import torch
 
-    from locallearn.profile.results import result_stem, write_results
+    from locallearn.profile.results import result_stem
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--breakdown-worker", action="store_true", help=argparse.SUPPRESS)
@@ -125,15 +126,13 @@ def main() -> int:
     name = "step_cost_resnet32_k16" + (f"_{args.label}" if args.label else "")
     stem = result_stem(name, torch.device("cpu"))
     path = RESULTS / f"{stem}.json"
-    kept = json.loads(path.read_text()) if path.exists() else []
+    kept = read_rows(path)
     if args.tables_only:
         rows = kept
     else:
         kinds = (args.only,) if args.only else KINDS
         rows = [*(row for row in kept if row["kind"] not in kinds), *measure(args, kinds)]
-    table = tables(rows)
-    print(table)
-    print("wrote", ", ".join(str(p) for p in write_results(rows, RESULTS, stem, table)), file=sys.stderr)
+    publish(rows, stem, tables(rows))
     return 0
 
 
